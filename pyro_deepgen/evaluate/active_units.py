@@ -1,0 +1,62 @@
+"""Active latent units."""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import pyro
+import torch
+from pyro import poutine
+from torch.utils.data import Dataset
+
+from pyro_deepgen.evaluate.batches import iterate_batches, model_args
+
+__all__ = ["ActiveUnits", "active_units"]
+
+
+class ActiveUnits(NamedTuple):
+    """``num_active`` units of ``variance.numel()``, each with
+    ``variance[i] = Cov_x(E_q[z_i|x])``."""
+
+    num_active: int
+    variance: torch.Tensor
+
+
+def _posterior_mean(guide: Callable, args: tuple, site: str, num_samples: int) -> torch.Tensor:
+    trace = poutine.trace(guide).get_trace(*args)
+    if site not in trace.nodes:
+        names = [n for n, s in trace.nodes.items() if s["type"] == "sample"]
+        raise ValueError(f"the guide has no site {site!r}; its sample sites: {names}")
+    fn = trace.nodes[site]["fn"]
+    try:
+        return fn.mean
+    except NotImplementedError:
+        plate = pyro.plate("particles", num_samples, dim=-2)
+        return poutine.trace(plate(guide)).get_trace(*args).nodes[site]["value"].mean(0)
+
+
+@torch.no_grad()
+def active_units(
+    guide: Callable,
+    dataset: Dataset,
+    site: str = "z",
+    threshold: float = 0.01,
+    batch_size: int = 500,
+    num_samples: int = 100,
+    pass_labels: bool = False,
+    device: torch.device | str | None = None,
+) -> ActiveUnits:
+    r"""Counts the units ``i`` of latent ``site`` with
+    :math:`\mathrm{Cov}_x(\mathbb{E}_{q(z|x)}[z_i]) > \text{threshold}`
+    (Burda, Grosse & Salakhutdinov 2016, arXiv:1509.00519, section 5.2).
+
+    The guide's mean is exact where its distribution has ``.mean``, else the
+    average of ``num_samples`` draws.
+    """
+    means = [
+        _posterior_mean(guide, model_args(b, pass_labels, device), site, num_samples).cpu()
+        for b in iterate_batches(dataset, batch_size)
+    ]
+    m = torch.cat(means).reshape(len(dataset), -1)
+    var = m.var(dim=0, unbiased=False) if m.shape[0] > 1 else torch.zeros(m.shape[1])
+    return ActiveUnits(int((var > threshold).sum()), var)

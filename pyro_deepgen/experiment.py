@@ -1,0 +1,236 @@
+"""Runs: train one configuration to a folder, evaluate a folder, compare objectives.
+
+These glue the data sets, the model registry, the objective registry,
+:func:`pyro_deepgen.train.fit` and :mod:`pyro_deepgen.evaluate` together; the
+CLI, tutorials and benchmarks call them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import pyro
+import torch
+from torch.utils.data import TensorDataset
+
+from pyro_deepgen import plots
+from pyro_deepgen.data import DATASETS, image_shape, load_dataset
+from pyro_deepgen.evaluate import active_units, elbo, log_likelihood
+from pyro_deepgen.infer import make_objective
+from pyro_deepgen.models import build_model, load_model, save_model
+from pyro_deepgen.train import fit
+
+__all__ = ["RunConfig", "train_run", "evaluate_run", "compare", "load_run_config", "BINARIZE"]
+
+logger = logging.getLogger(__name__)
+
+RUN = "run.json"
+EVALUATION = "evaluation.json"
+BINARIZE = ("auto", "dynamic", "static", "none")
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a training run; saved as ``run.json``."""
+
+    dataset: str = "digits"
+    model: str = "vae"
+    objective: str = "elbo"
+    z_dim: int = 50
+    hidden: tuple[int, ...] = (200, 200)
+    activation: str = "tanh"
+    likelihood: str = "bernoulli"
+    binarize: str = "auto"
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "cpu"
+    max_time: float | None = None
+    patience: int | None = None
+    checkpoint_every: int | None = None
+    data_root: str | None = None
+    download: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.hidden = tuple(int(h) for h in self.hidden)
+        if self.binarize not in BINARIZE:
+            raise ValueError(f"unknown binarize {self.binarize!r}; valid: {', '.join(BINARIZE)}")
+        make_objective(self.objective)  # fail early on a bad name
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; valid: {', '.join(sorted(DATASETS))}")
+
+    def model_config(self, x_dim: int) -> dict[str, Any]:
+        return {"x_dim": x_dim, "z_dim": self.z_dim, "hidden": list(self.hidden),
+                "likelihood": self.likelihood, "activation": self.activation, **self.extra}
+
+
+def _binarize_for(cfg: RunConfig, split: str) -> str | None:
+    """``auto``: binary data as stored; grey data with a Bernoulli likelihood is
+    binarized afresh each epoch for training and once, with a fixed seed, for
+    validation and test."""
+    if cfg.binarize == "none":
+        return None
+    if cfg.binarize != "auto":
+        return cfg.binarize
+    if cfg.likelihood != "bernoulli" or cfg.dataset == "binarized_mnist":
+        return None
+    return "dynamic" if split == "train" else "static"
+
+
+def dataset_for(cfg: RunConfig, split: str) -> TensorDataset:
+    """The split of ``cfg.dataset``, binarized as ``cfg`` says."""
+    return load_dataset(cfg.dataset, split=split, root=cfg.data_root, download=cfg.download,
+                        binarize=_binarize_for(cfg, split), seed=cfg.seed)
+
+
+def load_run_config(directory: str | os.PathLike) -> RunConfig:
+    path = Path(directory) / RUN
+    if not path.exists():
+        raise FileNotFoundError(f"{directory} is not a training run: {path} is missing")
+    return RunConfig(**json.loads(path.read_text()))
+
+
+def train_run(cfg: RunConfig, out: str | os.PathLike, progress: bool = True) -> list[dict]:
+    """Trains ``cfg`` into the folder ``out`` (resuming a run already there)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    run_path = out / RUN
+    if run_path.exists():
+        old = load_run_config(out)
+        if dataclasses.asdict(old) != dataclasses.asdict(cfg):
+            raise ValueError(f"{out} holds a different run ({run_path}); use another --out")
+    run_path.write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    train = dataset_for(cfg, "train")
+    val = dataset_for(cfg, "valid") if "valid" in DATASETS[cfg.dataset].splits else None
+    pyro.clear_param_store()
+    pyro.set_rng_seed(cfg.seed)
+    x_dim = train.tensors[0].shape[1]
+    module = build_model(cfg.model, **cfg.model_config(x_dim))
+    history = fit(module.model, module.guide, train, make_objective(cfg.objective),
+                  epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+                  val_dataset=val, patience=cfg.patience, out=out, device=cfg.device,
+                  max_time=cfg.max_time, checkpoint_every=cfg.checkpoint_every, progress=progress)
+    save_model(module.cpu(), cfg.model, cfg.model_config(x_dim), out)
+    return history
+
+
+def evaluate_run(directory: str | os.PathLike, num_samples: int = 5000, split: str = "test",
+                 batch_size: int = 100, device: str | None = None, limit: int | None = None,
+                 seed: int = 0) -> dict[str, Any]:
+    """IWAE-``num_samples`` log-likelihood, ELBO and active units of a trained
+    run on ``split``; writes ``evaluation.json`` and ``log_likelihood.pt``
+    (per datapoint) into the run folder and returns the summary."""
+    directory = Path(directory)
+    cfg = load_run_config(directory)
+    device = device or cfg.device
+    module = load_model(directory).to(device)
+    data = dataset_for(cfg, split)
+    if limit is not None:
+        data = TensorDataset(*(t[:limit] for t in data.tensors))
+    pyro.set_rng_seed(seed)
+    t0 = time.perf_counter()
+    ll = log_likelihood(module.model, module.guide, data, num_samples=num_samples,
+                        batch_size=batch_size, device=device)
+    seconds = time.perf_counter() - t0
+    el = elbo(module.model, module.guide, data, device=device)
+    au = active_units(module.guide, data, device=device)
+    n = ll.numel()
+    result = {
+        "split": split, "num_datapoints": n, "num_samples": num_samples,
+        "log_likelihood": ll.mean().item(),
+        "log_likelihood_stderr": (ll.std().item() / math.sqrt(n)) if n > 1 else float("nan"),
+        "elbo": el.mean().item(), "active_units": au.num_active,
+        "latent_dim": au.variance.numel(), "seconds": seconds,
+    }
+    (directory / EVALUATION).write_text(json.dumps(result, indent=2))
+    torch.save(ll, directory / "log_likelihood.pt")
+    return result
+
+
+def sample_run(directory: str | os.PathLike, out: str | os.PathLike, n: int = 64,
+               seed: int = 0) -> list[Path]:
+    """Writes a grid of ``n`` samples to ``out``; for a 2-D latent space, also
+    the latent manifold to ``<out stem>_manifold.png``. Returns the paths."""
+    cfg = load_run_config(directory)
+    module = load_model(directory)
+    shape = image_shape(cfg.dataset)
+    torch.manual_seed(seed)
+    out = Path(out)
+    plots.save_figure(plots.image_grid(module.sample(n), shape, title=f"{cfg.objective} samples"), out)
+    paths = [out]
+    if getattr(module, "z_dim", None) == 2:
+        m = out.with_name(out.stem + "_manifold" + out.suffix)
+        plots.save_figure(plots.latent_manifold(module.decode, shape, title="latent manifold"), m)
+        paths.append(m)
+    return paths
+
+
+def compare(objectives: Sequence[str], out: str | os.PathLike, base: RunConfig | None = None,
+            num_samples: int = 1000, progress: bool = True) -> list[dict[str, Any]]:
+    """Trains ``base`` once per objective on the same budget and seed, evaluates
+    each on the test split, and writes ``results.json``, ``results.md``,
+    ``curves.png`` and ``samples_<objective>.png`` into ``out``."""
+    base = base or RunConfig()
+    objectives = list(objectives)
+    if not objectives:
+        raise ValueError("compare needs at least one objective")
+    for name in objectives:
+        make_objective(name)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, histories = [], {}
+    for name in objectives:
+        cfg = dataclasses.replace(base, objective=name)
+        run_dir = out / name
+        history = train_run(cfg, run_dir, progress=progress)
+        histories[name] = history
+        ev = evaluate_run(run_dir, num_samples=num_samples, seed=cfg.seed)
+        sample_run(run_dir, out / f"samples_{name}.png", seed=cfg.seed)
+        epochs = [r for r in history if r.get("complete", True)]
+        rows.append({
+            "objective": name, "test_log_likelihood": ev["log_likelihood"],
+            "test_log_likelihood_stderr": ev["log_likelihood_stderr"], "test_elbo": ev["elbo"],
+            "active_units": ev["active_units"], "latent_dim": ev["latent_dim"],
+            "epochs": len(epochs),
+            "seconds_per_epoch": sum(r["seconds"] for r in epochs) / max(len(epochs), 1),
+        })
+        logger.info("%s: %s", name, rows[-1])
+    plots.save_figure(plots.training_curves(histories, title=f"{base.model} on {base.dataset}"),
+                      out / "curves.png")
+    meta = {"config": dataclasses.asdict(base), "num_samples": num_samples,
+            "torch_threads": torch.get_num_threads()}
+    (out / "results.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
+    (out / "results.md").write_text(results_markdown(rows, base, num_samples))
+    return rows
+
+
+def results_markdown(rows: Sequence[dict], base: RunConfig, num_samples: int) -> str:
+    lines = [
+        f"# {base.model} on {base.dataset}: objectives compared",
+        "",
+        f"Same model (z={base.z_dim}, hidden={list(base.hidden)}, {base.activation}), seed {base.seed}, "
+        f"{base.epochs} epochs of batch {base.batch_size}"
+        + (f", at most {base.max_time:g} s each" if base.max_time else "") + ". "
+        f"Test log-likelihood is IWAE-{num_samples} (nats per datapoint, ± standard error).",
+        "",
+        "| objective | test log p(x) | test ELBO | active units | epochs | s/epoch |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['objective']} | {r['test_log_likelihood']:.2f} ± {r['test_log_likelihood_stderr']:.2f} "
+            f"| {r['test_elbo']:.2f} | {r['active_units']}/{r['latent_dim']} | {r['epochs']} "
+            f"| {r['seconds_per_epoch']:.3f} |")
+    lines += ["", "![training curves](curves.png)", ""]
+    lines += [f"![{r['objective']} samples](samples_{r['objective']}.png)" for r in rows]
+    return "\n".join(lines) + "\n"

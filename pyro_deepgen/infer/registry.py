@@ -1,0 +1,61 @@
+"""Objective names for ``fit``, the CLI and ``compare``.
+
+A name is either exact (``"elbo"``) or a family with a particle count
+(``"iwae-5"``). Later objectives add themselves with :func:`register_objective`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+
+from pyro_deepgen.infer.iwae import IWAE
+
+__all__ = ["OBJECTIVES", "ObjectiveSpec", "register_objective", "make_objective", "objective_names"]
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """A registry entry: ``factory()`` or, with ``takes_k``, ``factory(k)``."""
+
+    factory: Callable[..., ELBO]
+    takes_k: bool
+    description: str
+
+
+OBJECTIVES: dict[str, ObjectiveSpec] = {}
+
+
+def register_objective(name: str, factory: Callable[..., ELBO], *, takes_k: bool = False,
+                       description: str = "") -> None:
+    """Registers ``name`` (or the family ``name-K`` when ``takes_k``)."""
+    if not re.fullmatch(r"[a-z][a-z0-9\-]*[a-z]|[a-z]", name):
+        raise ValueError(f"objective names are lower-case words joined by '-'; got {name!r}")
+    OBJECTIVES[name] = ObjectiveSpec(factory, takes_k, description)
+
+
+def objective_names() -> list[str]:
+    """The valid names, families shown as ``name-K``."""
+    return sorted(f"{n}-K" if s.takes_k else n for n, s in OBJECTIVES.items())
+
+
+def make_objective(name: str) -> ELBO:
+    """Builds the objective called ``name``, e.g. ``"elbo"`` or ``"iwae-50"``."""
+    spec = OBJECTIVES.get(name)
+    if spec is not None and not spec.takes_k:
+        return spec.factory()
+    m = re.fullmatch(r"(.+)-(\d+)", name)
+    if m and m.group(1) in OBJECTIVES and OBJECTIVES[m.group(1)].takes_k:
+        return OBJECTIVES[m.group(1)].factory(int(m.group(2)))
+    hint = f" ({name!r} needs a particle count, e.g. {name}-5)" if spec is not None else ""
+    raise ValueError(f"unknown objective {name!r}{hint}; valid: {', '.join(objective_names())}")
+
+
+register_objective("elbo", lambda: Trace_ELBO(), description="Trace_ELBO, 1 particle")
+register_objective("meanfield", lambda: TraceMeanField_ELBO(),
+                   description="TraceMeanField_ELBO: analytic KL where available")
+register_objective("iwae", lambda k: IWAE(num_particles=k), takes_k=True,
+                   description="importance-weighted bound with k particles (Burda et al. 2016)")

@@ -1,0 +1,126 @@
+"""The variational autoencoder as a Pyro model/guide pair."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+from torch.nn.functional import softplus
+
+from pyro_deepgen.distributions import IndependentBernoulli
+from pyro_deepgen.nn import MLP, NormalEncoder
+
+__all__ = ["VAE", "LIKELIHOODS"]
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+class VAE(nn.Module):
+    r"""Variational autoencoder: ``p(z) = N(0, I)``, ``p(x|z)`` a decoder network,
+    and an amortized diagonal-Gaussian guide ``q(z|x)``.
+
+    Kingma & Welling, "Auto-Encoding Variational Bayes", 2014, arXiv:1312.6114;
+    Rezende, Mohamed & Wierstra, "Stochastic Backpropagation and Approximate
+    Inference in Deep Generative Models", 2014, arXiv:1401.4082.
+
+    ``model(x)`` and ``guide(x)`` follow the pyro_deepgen convention: latent site
+    ``"z"``, observed site ``"x"``, every site under ``pyro.plate("data", dim=-1)``,
+    and both vectorize over an outer particle plate.
+
+    :param x_dim: number of features of x.
+    :param z_dim: latent dimension.
+    :param hidden: hidden layer widths of the encoder; the decoder mirrors them.
+    :param likelihood: ``"bernoulli"`` (x in {0, 1}) or ``"gaussian"`` (a
+        diagonal Normal with a learned per-pixel scale).
+    :param activation: hidden nonlinearity (see :data:`pyro_deepgen.nn.ACTIVATIONS`).
+    :param name: the name under which ``pyro.module`` registers the networks.
+
+    Example:
+        >>> import pyro
+        >>> from pyro.infer import SVI, Trace_ELBO
+        >>> vae = VAE(x_dim=64, z_dim=2, hidden=(32,))
+        >>> svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
+        >>> loss = svi.step(torch.bernoulli(torch.full((8, 64), 0.5)))
+    """
+
+    def __init__(
+        self,
+        x_dim: int,
+        z_dim: int = 50,
+        hidden: Sequence[int] = (200, 200),
+        likelihood: str = "bernoulli",
+        activation: str = "tanh",
+        name: str = "vae",
+    ):
+        super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(
+                f"unknown likelihood {likelihood!r}; valid: {', '.join(LIKELIHOODS)}"
+            )
+        if x_dim < 1 or z_dim < 1:
+            raise ValueError(f"x_dim and z_dim must be >= 1; got x_dim={x_dim}, z_dim={z_dim}")
+        self.x_dim, self.z_dim, self.likelihood, self.name = x_dim, z_dim, likelihood, name
+        self.hidden = tuple(hidden)
+        self.encoder = NormalEncoder(x_dim, self.hidden, z_dim, activation)
+        out = x_dim if likelihood == "bernoulli" else 2 * x_dim
+        self.decoder = MLP(z_dim, tuple(reversed(self.hidden)), out, activation)
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.dim() != 2 or x.shape[-1] != self.x_dim:
+            raise ValueError(
+                f"{type(self).__name__} expects x of shape (batch, {self.x_dim}); "
+                f"got {tuple(x.shape)}"
+            )
+
+    def _check_binary(self, x: torch.Tensor) -> None:
+        if self.likelihood == "bernoulli" and not bool(((x == 0) | (x == 1)).all()):
+            bad = x[(x != 0) & (x != 1)][0].item()
+            raise ValueError(
+                f"{type(self).__name__}(likelihood='bernoulli') expects x with values in {{0, 1}}; "
+                f"got a value {bad:.4g}. Binarize the data "
+                "(load_dataset(..., binarize='dynamic' or 'static')) or use likelihood='gaussian'."
+            )
+
+    def likelihood_dist(self, z: torch.Tensor) -> dist.TorchDistribution:
+        """The distribution ``p(x|z)``, with event dimension 1."""
+        out = self.decoder(z)
+        if self.likelihood == "bernoulli":
+            return IndependentBernoulli(out, validate_args=False)
+        loc, raw_scale = out.split(self.x_dim, dim=-1)
+        return dist.Normal(loc, softplus(raw_scale) + 1e-3).to_event(1)
+
+    def model(self, x: torch.Tensor) -> None:
+        self._check(x)
+        self._check_binary(x)
+        pyro.module(self.name, self)
+        with pyro.plate("data", x.shape[0], dim=-1):
+            prior = dist.Normal(x.new_zeros(self.z_dim), x.new_ones(self.z_dim)).to_event(1)
+            z = pyro.sample("z", prior)
+            pyro.sample("x", self.likelihood_dist(z), obs=x)
+
+    def guide(self, x: torch.Tensor) -> None:
+        self._check(x)
+        pyro.module(self.name, self)
+        with pyro.plate("data", x.shape[0], dim=-1):
+            loc, scale = self.encoder(x)
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The mean of ``p(x|z)``."""
+        return self.likelihood_dist(z).mean
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        """Means of ``p(x|z)`` for ``n`` draws of ``z`` from the prior."""
+        p = next(self.parameters())
+        return self.decode(torch.randn(n, self.z_dim, device=p.device, dtype=p.dtype))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Decoder mean at the guide's mean ``E_q[z|x]``."""
+        self._check(x)
+        return self.decode(self.encoder(x)[0])

@@ -1,0 +1,77 @@
+"""Matplotlib figures shared by the CLI and the tutorials."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Callable, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
+
+__all__ = ["image_grid", "training_curves", "latent_manifold", "save_figure"]
+
+
+def _tile(images: torch.Tensor, image_shape: Sequence[int], nrow: int) -> torch.Tensor:
+    h, w = image_shape
+    n = images.shape[0]
+    ncol = math.ceil(n / nrow)
+    canvas = torch.ones(ncol * (h + 1) + 1, nrow * (w + 1) + 1)
+    for i in range(n):
+        r, c = divmod(i, nrow)
+        canvas[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = \
+            images[i].reshape(h, w)
+    return canvas
+
+
+def image_grid(images: torch.Tensor, image_shape: Sequence[int], nrow: int | None = None,
+               title: str | None = None, ax=None) -> Figure:
+    """Tiles ``images`` (``(n, h*w)``, values in [0, 1]) into one grey image."""
+    images = images.detach().float().cpu()
+    nrow = nrow or math.ceil(math.sqrt(images.shape[0]))
+    canvas = _tile(images, image_shape, nrow)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(0.5 * nrow + 1, 0.5 * canvas.shape[0] / canvas.shape[1] * nrow + 1))
+    else:
+        fig = ax.figure
+    ax.imshow(canvas.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def training_curves(histories: Mapping[str, Sequence[dict]], title: str | None = None) -> Figure:
+    """Training loss (per datapoint) and validation ELBO against epoch, one line per run."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, hist in histories.items():
+        epochs = [r["epoch"] for r in hist]
+        axes[0].plot(epochs, [r["train_loss"] for r in hist], label=name)
+        if hist and "val_elbo" in hist[0]:
+            axes[1].plot(epochs, [r["val_elbo"] for r in hist], label=name)
+    axes[0].set(xlabel="epoch", ylabel="training loss per datapoint (nats)")
+    axes[1].set(xlabel="epoch", ylabel="validation ELBO per datapoint (nats)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def latent_manifold(decode: Callable[[torch.Tensor], torch.Tensor], image_shape: Sequence[int],
+                    n: int = 20, title: str | None = None) -> Figure:
+    """Decoder means on an ``n x n`` grid of a 2-D latent space at the standard
+    Normal's quantiles (Kingma & Welling 2014, Fig. 4)."""
+    q = torch.linspace(0.5 / n, 1 - 0.5 / n, n)
+    grid = torch.distributions.Normal(0.0, 1.0).icdf(q)
+    z = torch.stack(torch.meshgrid(grid, grid.flip(0), indexing="xy"), -1).reshape(-1, 2)
+    return image_grid(decode(z).reshape(n * n, -1), image_shape, nrow=n, title=title)
+
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> None:
+    """Saves ``fig`` to ``path`` and closes it."""
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)

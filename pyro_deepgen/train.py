@@ -1,0 +1,284 @@
+"""``fit``: the one training loop for every model/guide pair and objective."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer import ELBO, SVI
+from torch.utils.data import Dataset, DistributedSampler
+from tqdm.auto import tqdm
+
+from pyro_deepgen.evaluate import elbo as evaluate_elbo
+from pyro_deepgen.evaluate.batches import model_args
+
+__all__ = ["fit", "load_checkpoint", "CHECKPOINT", "BEST", "HISTORY"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+HISTORY = "history.json"
+_FORMAT = 1
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_text(text: str, path: Path) -> None:
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    random.setstate(_to_tuples(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_tuples(x: Any) -> Any:
+    return tuple(_to_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def _params() -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in pyro.get_param_store().named_parameters()}
+
+
+def _load_params(params: dict[str, torch.Tensor]) -> None:
+    store = dict(pyro.get_param_store().named_parameters())
+    missing = sorted(set(params) - set(store))
+    if missing:
+        raise RuntimeError(f"checkpoint has parameters this model does not create: {missing}")
+    with torch.no_grad():
+        for name, value in params.items():
+            store[name].copy_(value)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """Reads a checkpoint written by :func:`fit` (``weights_only``: nothing is unpickled)."""
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if ckpt.get("format") != _FORMAT:
+        raise ValueError(f"{path}: not a pyro_deepgen checkpoint (format {ckpt.get('format')!r})")
+    return ckpt
+
+
+def _module_of(fn: Callable) -> torch.nn.Module | None:
+    owner = getattr(fn, "__self__", None)
+    return owner if isinstance(owner, torch.nn.Module) else None
+
+
+def fit(
+    model: Callable,
+    guide: Callable,
+    dataset: Dataset,
+    loss: ELBO,
+    *,
+    epochs: int = 10,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    optim: pyro.optim.PyroOptim | None = None,
+    val_dataset: Dataset | None = None,
+    val_num_samples: int = 1,
+    patience: int | None = None,
+    seed: int = 0,
+    out: str | os.PathLike | None = None,
+    resume: bool = True,
+    checkpoint_every: int | None = None,
+    max_time: float | None = None,
+    device: str | torch.device = "cpu",
+    pass_labels: bool = False,
+    drop_last: bool = False,
+    progress: bool = True,
+    callbacks: Sequence[Callable[[dict], None]] = (),
+) -> list[dict]:
+    """Trains ``model``/``guide`` with ``SVI(model, guide, optim, loss)`` and
+    returns the per-epoch history.
+
+    Each epoch visits ``dataset`` in a fresh permutation drawn from ``seed``
+    and the epoch number (``DistributedSampler``'s scheme), in batches of
+    ``batch_size``; ``model(x)`` or, with ``pass_labels``, ``model(x, y)``.
+
+    With ``out``, writes ``checkpoint.pt`` at every epoch end (and every
+    ``checkpoint_every`` steps), ``history.json``/``history.csv`` at every
+    epoch end, and ``best.pt`` (the best validation ELBO's parameters), all
+    atomically. With ``resume``, an existing checkpoint is continued: the
+    result is bit-identical to an uninterrupted run.
+
+    :param val_dataset: when given, the validation ELBO (``val_num_samples``
+        particles) is recorded every epoch; with ``patience``, training stops
+        after that many epochs without improvement and the best parameters are
+        restored.
+    :param max_time: stop after this many seconds of training (a budget).
+    :param callbacks: called with each epoch's history record.
+    :raises FloatingPointError: on a NaN or infinite loss, naming the step;
+        the last good checkpoint is left as it was.
+    """
+    if epochs < 0 or batch_size < 1:
+        raise ValueError(f"need epochs >= 0 and batch_size >= 1; got {epochs}, {batch_size}")
+    if patience is not None and val_dataset is None:
+        raise ValueError("early stopping (patience) needs a val_dataset")
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("the training dataset is empty")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' was asked for, but torch.cuda.is_available() is False")
+    for fn in (model, guide):
+        module = _module_of(fn)
+        if module is not None:
+            module.to(device)
+
+    optim = optim if optim is not None else pyro.optim.Adam({"lr": lr})
+    svi = SVI(model, guide, optim, loss)
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    pyro.set_rng_seed(seed)
+    sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed)
+    steps_per_epoch = n // batch_size if drop_last else -(-n // batch_size)
+    if steps_per_epoch == 0:
+        raise ValueError(f"drop_last with batch_size={batch_size} > {n} datapoints leaves no batch")
+
+    history: list[dict] = []
+    epoch, start_batch, step = 0, 0, 0
+    best_val, bad_epochs, epoch_loss, epoch_seen, epoch_seconds = -math.inf, 0, 0.0, 0, 0.0
+    ckpt_path = out_dir / CHECKPOINT if out_dir is not None else None
+    if ckpt_path is not None and resume and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path, map_location=device)
+        first = torch.arange(min(batch_size, n))
+        with poutine.block(), torch.no_grad():  # create the params, then overwrite them
+            args = model_args(dataset[first], pass_labels, device)
+            poutine.trace(guide).get_trace(*args)
+            poutine.trace(model).get_trace(*args)
+        _load_params(ckpt["params"])
+        optim.set_state(ckpt["optim"])
+        _set_rng_state(ckpt["rng"])
+        history = list(ckpt["history"])
+        epoch, start_batch, step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
+        best_val, bad_epochs = ckpt["best_val"], ckpt["bad_epochs"]
+        epoch_loss, epoch_seen, epoch_seconds = ckpt["epoch_loss"], ckpt["epoch_seen"], ckpt["epoch_seconds"]
+        logger.info("resumed from %s at epoch %d, batch %d (step %d)", ckpt_path, epoch, start_batch, step)
+
+    def save_checkpoint(e: int, b: int) -> None:
+        if ckpt_path is None:
+            return
+        _atomic_save({
+            "format": _FORMAT, "epoch": e, "batch": b, "step": step,
+            "params": _params(), "optim": optim.get_state(), "rng": _rng_state(),
+            "history": history, "best_val": best_val, "bad_epochs": bad_epochs,
+            "epoch_loss": epoch_loss, "epoch_seen": epoch_seen, "epoch_seconds": epoch_seconds,
+        }, ckpt_path)
+
+    best_params: dict[str, torch.Tensor] | None = None
+    t_start = time.perf_counter()
+    out_of_time = False
+    bar = tqdm(total=epochs * steps_per_epoch, initial=min(step, epochs * steps_per_epoch),
+               disable=not progress, unit="step", dynamic_ncols=True, leave=False)
+    try:
+        while epoch < epochs and not out_of_time:
+            sampler.set_epoch(epoch)
+            perm = torch.as_tensor(list(sampler))
+            t_epoch = time.perf_counter()
+            for b in range(start_batch, steps_per_epoch):
+                idx = perm[b * batch_size:(b + 1) * batch_size]
+                args = model_args(dataset[idx], pass_labels, device)
+                value = svi.step(*args)
+                if not math.isfinite(value):
+                    where = f" ({ckpt_path} is left as it was)" if ckpt_path is not None else ""
+                    raise FloatingPointError(
+                        f"loss is {value} at step {step + 1} (epoch {epoch + 1}, batch {b + 1}); "
+                        f"training stopped{where}")
+                step += 1
+                epoch_loss += value
+                epoch_seen += len(idx)
+                bar.update(1)
+                if max_time is not None and time.perf_counter() - t_start >= max_time:
+                    out_of_time = True
+                    start_batch = b + 1
+                    break
+                if checkpoint_every and step % checkpoint_every == 0 and b + 1 < steps_per_epoch:
+                    epoch_seconds += time.perf_counter() - t_epoch
+                    t_epoch = time.perf_counter()
+                    save_checkpoint(epoch, b + 1)
+            else:
+                start_batch = 0
+            epoch_seconds += time.perf_counter() - t_epoch
+            record = {"epoch": epoch + 1, "step": step,
+                      "train_loss": epoch_loss / max(epoch_seen, 1),
+                      "seconds": epoch_seconds, "complete": not out_of_time}
+            if val_dataset is not None:
+                val = evaluate_elbo(model, guide, val_dataset, num_samples=val_num_samples,
+                                    pass_labels=pass_labels, device=device).mean().item()
+                record["val_elbo"] = val
+                if val > best_val:
+                    best_val, bad_epochs = val, 0
+                    if out_dir is not None:
+                        _atomic_save(_params(), out_dir / BEST)
+                    best_params = _params()
+                else:
+                    bad_epochs += 1
+            history.append(record)
+            for cb in callbacks:
+                cb(record)
+            bar.set_postfix(loss=f"{record['train_loss']:.2f}",
+                            **({"val_elbo": f"{record['val_elbo']:.2f}"} if "val_elbo" in record else {}))
+            if not out_of_time:
+                epoch += 1
+                epoch_loss, epoch_seen, epoch_seconds = 0.0, 0, 0.0
+            if out_dir is not None:
+                save_checkpoint(epoch, start_batch)
+                _write_history(history, out_dir)
+            if patience is not None and bad_epochs >= patience:
+                logger.info("early stop at epoch %d: no improvement in %d epochs", epoch, patience)
+                break
+    finally:
+        bar.close()
+    if patience is not None and best_val > -math.inf:
+        if best_params is None:  # the best epoch was before a resume
+            best_params = torch.load(out_dir / BEST, map_location=device, weights_only=True)
+        _load_params(best_params)
+    return history
+
+
+def _write_history(history: list[dict], out_dir: Path) -> None:
+    _atomic_text(json.dumps(history, indent=1), out_dir / HISTORY)
+    keys: list[str] = []
+    for r in history:
+        keys += [k for k in r if k not in keys]
+    tmp = out_dir / f"history.csv.tmp{os.getpid()}"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)
+    os.replace(tmp, out_dir / "history.csv")

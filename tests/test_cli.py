@@ -1,0 +1,61 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pyro_deepgen.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_train_evaluate_sample_on_digits(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--z-dim", "2", "--hidden", "32", "--epochs", "2",
+                 "--out", str(run), "--quiet"]) == 0
+    for name in ["run.json", "model.json", "model.pt", "checkpoint.pt", "history.json", "history.csv",
+                 "best.pt"]:
+        assert (run / name).exists(), name
+    assert main(["evaluate", str(run), "--num-samples", "20", "--limit", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "test log-likelihood (IWAE-20)" in out and "over 50 datapoints" in out
+    ev = json.loads((run / "evaluation.json").read_text())
+    assert ev["num_datapoints"] == 50 and ev["log_likelihood"] < 0 and ev["latent_dim"] == 2
+    assert main(["sample", str(run), "--out", str(tmp_path / "s.png"), "-n", "16"]) == 0
+    assert (tmp_path / "s.png").stat().st_size > 0
+    assert (tmp_path / "s_manifold.png").stat().st_size > 0  # z_dim == 2
+
+
+def test_compare_writes_table_json_and_plots(tmp_path):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--dataset", "digits", "--objectives", "elbo,iwae-3", "--epochs", "2",
+                 "--z-dim", "4", "--hidden", "32", "--num-samples", "10", "--out", str(out),
+                 "--quiet"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert [r["objective"] for r in res["results"]] == ["elbo", "iwae-3"]
+    for r in res["results"]:
+        assert r["test_log_likelihood"] <= 0 and r["epochs"] == 2 and r["seconds_per_epoch"] > 0
+        assert 0 <= r["active_units"] <= 4
+    md = (out / "results.md").read_text()
+    assert "| objective | test log p(x) | test ELBO | active units | epochs | s/epoch |" in md
+    for f in ["curves.png", "samples_elbo.png", "samples_iwae-3.png"]:
+        assert (out / f).stat().st_size > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--objective", "elbow", "--out", "x"], "unknown objective 'elbow'; valid: "),
+    (["train", "--dataset", "cifar", "--out", "x"], "unknown dataset 'cifar'; valid: "),
+    (["compare", "--objectives", "elbo,vimco"], "unknown objective 'vimco'"),
+    (["evaluate", "no/such/run"], "is not a training run"),
+])
+def test_bad_names_list_the_valid_ones(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_console_entry_point_runs():
+    r = subprocess.run([sys.executable, "-m", "pyro_deepgen", "--help"], capture_output=True, text=True,
+                       cwd=REPO)
+    assert r.returncode == 0 and "train" in r.stdout and "compare" in r.stdout
