@@ -2,6 +2,7 @@
 
 p(z) = N(0, I), p(x|z) = N(W z + b, sigma^2 I), guide q(z|x) = N(A x + c, diag(s^2)).
 The guide starts at the exact posterior; W has orthogonal columns so that it is diagonal.
+The model registers ``dec`` (W, b) and the guide ``enc`` (A, c, log_s).
 """
 
 from __future__ import annotations
@@ -17,17 +18,24 @@ class LinearGaussian(nn.Module):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.x_dim, self.z_dim = x_dim, z_dim
-        # orthogonal columns make the exact posterior covariance diagonal, so the
-        # mean-field guide can equal it
+        self.sigma = sigma
         q, _ = torch.linalg.qr(torch.randn(x_dim, z_dim, generator=g, dtype=torch.float64))
         d = 0.5 + torch.rand(z_dim, generator=g, dtype=torch.float64)
-        self.W = nn.Parameter(q * d)
-        self.b = nn.Parameter(0.3 * torch.randn(x_dim, generator=g, dtype=torch.float64))
-        self.sigma = sigma
+        self.dec = nn.ParameterDict({
+            "W": nn.Parameter((q * d).contiguous()),
+            "b": nn.Parameter(0.3 * torch.randn(x_dim, generator=g, dtype=torch.float64)),
+        })
         A, c, s = self.exact_posterior_params()
-        self.A = nn.Parameter(A.clone())
-        self.c = nn.Parameter(c.clone())
-        self.log_s = nn.Parameter(s.log().clone())
+        self.enc = nn.ParameterDict({
+            "A": nn.Parameter(A.clone()), "c": nn.Parameter(c.clone()),
+            "log_s": nn.Parameter(s.log().clone()),
+        })
+
+    W = property(lambda self: self.dec["W"])
+    b = property(lambda self: self.dec["b"])
+    A = property(lambda self: self.enc["A"])
+    c = property(lambda self: self.enc["c"])
+    log_s = property(lambda self: self.enc["log_s"])
 
     def exact_posterior_params(self):
         W, b, s2 = self.W.detach(), self.b.detach(), self.sigma**2
@@ -41,13 +49,13 @@ class LinearGaussian(nn.Module):
         return dist.MultivariateNormal(b, cov).log_prob(x)
 
     def model(self, x):
-        pyro.module("lg", self)
+        pyro.module("lg_dec", self.dec)
         with pyro.plate("data", x.shape[0], dim=-1):
             z = pyro.sample("z", dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1))
             pyro.sample("x", dist.Normal(z @ self.W.T + self.b, self.sigma).to_event(1), obs=x)
 
     def guide(self, x):
-        pyro.module("lg", self)
+        pyro.module("lg_enc", self.enc)
         with pyro.plate("data", x.shape[0], dim=-1):
             pyro.sample("z", dist.Normal(x @ self.A.T + self.c, self.log_s.exp()).to_event(1))
 

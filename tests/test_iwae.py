@@ -99,7 +99,19 @@ def test_registry_names_and_errors():
     assert isinstance(make_objective("meanfield"), TraceMeanField_ELBO)
     iw = make_objective("iwae-50")
     assert isinstance(iw, IWAE) and iw.num_particles == 50
-    assert {"elbo", "meanfield", "iwae-K"} <= set(objective_names())
+    assert set(objective_names()) >= {"elbo", "meanfield", "iwae-K", "iwae-dreg-K", "stl", "reinforce",
+                                      "nvil", "vimco-K", "wake-sleep", "rws-K"}
+    from pyro_deepgen.infer import NVIL, RWS, STL, VIMCO, Reinforce, WakeSleep
+    dreg = make_objective("iwae-dreg-50")
+    assert isinstance(dreg, IWAE) and dreg.gradient == "dreg" and dreg.num_particles == 50
+    assert isinstance(make_objective("stl"), STL)
+    assert make_objective("reinforce").baseline == "average"
+    assert isinstance(make_objective("nvil"), NVIL)
+    assert make_objective("vimco-5").num_particles == 5 and isinstance(make_objective("vimco-5"), VIMCO)
+    assert isinstance(make_objective("wake-sleep"), WakeSleep)
+    assert isinstance(make_objective("rws-5"), RWS) and make_objective("rws-5").num_particles == 5
+    with pytest.raises(ValueError, match=r"VIMCO needs num_particles >= 2"):
+        make_objective("vimco-1")
     with pytest.raises(ValueError, match=r"unknown objective 'elbow'; valid: .*elbo.*iwae-K.*meanfield"):
         make_objective("elbow")
     with pytest.raises(ValueError, match=r"'iwae' needs a particle count, e.g. iwae-5"):

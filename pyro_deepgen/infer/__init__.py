@@ -1,18 +1,33 @@
 """Objectives (``pyro.infer.ELBO`` subclasses) and their registry."""
 
 from pyro_deepgen.infer.iwae import IWAE
+from pyro_deepgen.infer.nvil import NVIL
+from pyro_deepgen.infer.objective import Objective, Terms
 from pyro_deepgen.infer.registry import (
     OBJECTIVES,
     make_objective,
     objective_names,
     register_objective,
 )
-from pyro_deepgen.infer.weights import LogWeights, log_weights
+from pyro_deepgen.infer.reinforce import Reinforce
+from pyro_deepgen.infer.rws import RWS, WakeSleep
+from pyro_deepgen.infer.stl import STL
+from pyro_deepgen.infer.vimco import VIMCO
+from pyro_deepgen.infer.weights import DetachSamples, LogWeights, log_weights
 
 __all__ = [
+    "DetachSamples",
     "IWAE",
     "LogWeights",
+    "NVIL",
     "OBJECTIVES",
+    "Objective",
+    "RWS",
+    "Reinforce",
+    "STL",
+    "Terms",
+    "VIMCO",
+    "WakeSleep",
     "log_weights",
     "make_objective",
     "objective_names",

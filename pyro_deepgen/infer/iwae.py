@@ -1,4 +1,5 @@
-"""The importance-weighted autoencoder bound."""
+"""The importance-weighted autoencoder bound, with standard or doubly
+reparameterized gradients."""
 
 from __future__ import annotations
 
@@ -6,14 +7,19 @@ import math
 from typing import Callable
 
 import torch
-from pyro.infer import ELBO
 
-from pyro_deepgen.infer.weights import log_weights
+from pyro_deepgen.infer.objective import Objective, Terms
 
-__all__ = ["IWAE"]
+__all__ = ["IWAE", "log_mean_exp"]
+
+GRADIENTS = ("standard", "dreg")
 
 
-class IWAE(ELBO):
+def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    return torch.logsumexp(log_w, dim) - math.log(log_w.shape[dim])
+
+
+class IWAE(Objective):
     r"""The importance-weighted bound, per datapoint under the ``"data"`` plate:
 
     .. math:: \mathcal{L}_k(x) = \mathbb{E}\Big[\log \frac{1}{k}\sum_{i=1}^k
@@ -22,13 +28,20 @@ class IWAE(ELBO):
     Burda, Grosse & Salakhutdinov, "Importance Weighted Autoencoders", 2016,
     arXiv:1509.00519.
 
-    Reparameterized guide sites get the pathwise gradient. Non-reparameterized
-    (e.g. discrete) sites get the score-function term of the log-mean-exp
-    objective, :math:`\mathcal{L}_k \nabla \sum_i \log q(z_i|x)`, which Pyro's
-    ``RenyiELBO(alpha=0)`` omits.
+    ``gradient="standard"``: reparameterized guide sites get the pathwise
+    gradient; non-reparameterized (e.g. discrete) sites get the score-function
+    term of the log-mean-exp objective, :math:`\mathcal{L}_k \nabla \sum_i \log q(z_i|x)`,
+    which Pyro's ``RenyiELBO(alpha=0)`` omits.
+
+    ``gradient="dreg"``: the doubly reparameterized gradient for the guide,
+    :math:`\sum_i \tilde w_i^2 \, \partial \log w_i / \partial z_i \; \partial z_i / \partial \phi`
+    (Tucker, Lawson, Gu & Maddison, "Doubly Reparameterized Gradient Estimators
+    for Monte Carlo Objectives", 2019, arXiv:1810.04152); the model keeps the
+    standard gradient. It needs reparameterized guide sites and model and guide
+    parameters registered apart, and has no single ``differentiable_loss``.
 
     :param num_particles: k, the number of importance samples per datapoint.
-    :param max_plate_nesting: plates nested in the model (1 by the convention).
+    :param gradient: ``"standard"`` or ``"dreg"``.
 
     Example:
         >>> import pyro
@@ -39,40 +52,26 @@ class IWAE(ELBO):
         >>> loss = svi.step(torch.bernoulli(torch.full((8, 64), 0.5)))
     """
 
-    def __init__(self, num_particles: int = 5, max_plate_nesting: int = 1):
-        if not isinstance(num_particles, int) or num_particles < 1:
-            raise ValueError(f"IWAE needs an integer num_particles >= 1; got {num_particles!r}")
-        super().__init__(
-            num_particles=num_particles,
-            max_plate_nesting=max_plate_nesting,
-            vectorize_particles=True,
-        )
-        self.max_plate_nesting = max_plate_nesting
+    def __init__(self, num_particles: int = 5, gradient: str = "standard", max_plate_nesting: int = 1):
+        if gradient not in GRADIENTS:
+            raise ValueError(f"unknown gradient {gradient!r}; valid: {', '.join(GRADIENTS)}")
+        self.gradient = gradient
+        self.needs_reparam = gradient == "dreg"
+        super().__init__(num_particles, max_plate_nesting)
 
-    def _get_trace(self, model: Callable, guide: Callable, args, kwargs):
-        w = log_weights(model, guide, args, kwargs, self.num_particles, self.max_plate_nesting)
-        return w.model_trace, w.guide_trace
-
-    def _surrogate(self, model: Callable, guide: Callable, args, kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-        w = log_weights(model, guide, args, kwargs, self.num_particles, self.max_plate_nesting)
-        bound = torch.logsumexp(w.log_w, dim=0) - math.log(self.num_particles)
+    def _terms(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> Terms:
+        w = self._weights(model, guide, args, kwargs)
+        log_w = w.log_w
+        bound = log_mean_exp(log_w)
+        if self.gradient == "dreg":
+            lq = w.log_q_at_detached_values()
+            log_w_stl = log_w + (lq - lq.detach())  # no direct dependence on guide params
+            weights = torch.softmax(log_w.detach(), dim=0)
+            guide_sur = (weights.pow(2) * log_w_stl).sum(0)
+            return Terms(bound=bound.sum() * w.scale, model_surrogate=bound.sum() * w.scale,
+                         guide_surrogate=guide_sur.sum() * w.scale, weights=w)
         surrogate = bound
         if w.log_q_score.requires_grad:
             score = w.log_q_score.sum(0)
             surrogate = bound + bound.detach() * (score - score.detach())
-        return -(bound.detach().sum() * w.scale), -(surrogate.sum() * w.scale)
-
-    def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs) -> torch.Tensor:
-        """The negative bound, summed over the data plate, with gradients that
-        are unbiased for the bound's gradient."""
-        return self._surrogate(model, guide, args, kwargs)[1]
-
-    def loss(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
-        with torch.no_grad():
-            return self._surrogate(model, guide, args, kwargs)[0].item()
-
-    def loss_and_grads(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
-        loss, surrogate = self._surrogate(model, guide, args, kwargs)
-        if surrogate.requires_grad:
-            surrogate.backward()
-        return loss.item()
+        return Terms(bound=bound.sum() * w.scale, surrogate=surrogate.sum() * w.scale, weights=w)

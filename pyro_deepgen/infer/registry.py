@@ -13,6 +13,11 @@ from typing import Callable
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_deepgen.infer.iwae import IWAE
+from pyro_deepgen.infer.nvil import NVIL
+from pyro_deepgen.infer.reinforce import Reinforce
+from pyro_deepgen.infer.rws import RWS, WakeSleep
+from pyro_deepgen.infer.stl import STL
+from pyro_deepgen.infer.vimco import VIMCO
 
 __all__ = ["OBJECTIVES", "ObjectiveSpec", "register_objective", "make_objective", "objective_names"]
 
@@ -59,3 +64,14 @@ register_objective("meanfield", lambda: TraceMeanField_ELBO(),
                    description="TraceMeanField_ELBO: analytic KL where available")
 register_objective("iwae", lambda k: IWAE(num_particles=k), takes_k=True,
                    description="importance-weighted bound with k particles (Burda et al. 2016)")
+register_objective("iwae-dreg", lambda k: IWAE(num_particles=k, gradient="dreg"), takes_k=True,
+                   description="IWAE with doubly reparameterized guide gradients (Tucker et al. 2019)")
+register_objective("stl", lambda: STL(), description="ELBO, sticking-the-landing gradient (Roeder et al. 2017)")
+register_objective("reinforce", lambda: Reinforce(baseline="average"),
+                   description="score-function ELBO, decaying-average baseline")
+register_objective("nvil", lambda: NVIL(), description="score-function ELBO, NVIL baselines (Mnih & Gregor 2014)")
+register_objective("vimco", lambda k: VIMCO(num_particles=k), takes_k=True,
+                   description="IWAE bound, leave-one-out control variates (Mnih & Rezende 2016)")
+register_objective("wake-sleep", lambda: WakeSleep(), description="wake-sleep (Hinton et al. 1995)")
+register_objective("rws", lambda k: RWS(num_particles=k), takes_k=True,
+                   description="reweighted wake-sleep, wake-phi (Bornschein & Bengio 2015)")

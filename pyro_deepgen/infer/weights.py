@@ -9,26 +9,75 @@ non-reparameterized (score-function) sites. Pyro's own
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pyro
 import torch
 from pyro import poutine
 from pyro.infer.util import is_validation_enabled
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_model_guide_match
 
-__all__ = ["LogWeights", "log_weights", "PARTICLE_PLATE"]
+__all__ = ["LogWeights", "log_weights", "DetachSamples", "PARTICLE_PLATE"]
 
 PARTICLE_PLATE = "particles"
+
+
+class DetachSamples(Messenger):
+    """Detaches the value of every latent sample site as it is drawn, so that
+    no gradient flows through samples (score-function estimators).
+
+    Enter it *outside* ``poutine.trace``: post-processing runs from the
+    outermost handler in, so the trace then records the detached value."""
+
+    def _postprocess_message(self, msg: dict) -> None:
+        if msg["type"] == "sample" and not msg["is_observed"] and torch.is_tensor(msg["value"]):
+            msg["value"] = msg["value"].detach()
+
+
+@dataclass
+class _Reducer:
+    k: int
+    batch: int
+    max_plate_nesting: int
+    data_dim: int
+    plate_scale: float
+    use_scale: bool
+    data_plate: str
+
+    def __call__(self, site: dict, value: torch.Tensor | None = None) -> torch.Tensor:
+        """``site``'s log density (at ``value``, default its own) as ``(k, batch)``."""
+        _data_frame(site, self.data_plate)
+        lp = site["fn"].log_prob(site["value"] if value is None else value)
+        if site["mask"] is not None:
+            lp = lp * site["mask"]
+        if self.use_scale and not (isinstance(site["scale"], float) and site["scale"] == self.plate_scale):
+            lp = lp * (site["scale"] / self.plate_scale)
+        n = self.max_plate_nesting + 1
+        if lp.dim() > n:
+            raise ValueError(
+                f"site {site['name']!r} has batch shape {tuple(lp.shape)} with more than "
+                f"max_plate_nesting={self.max_plate_nesting} plate dims; move event dims with .to_event()"
+            )
+        lp = lp.reshape((1,) * (n - lp.dim()) + lp.shape)
+        keep = {0, n + self.data_dim}
+        other = [d for d in range(n) if d not in keep]
+        if other:
+            lp = lp.sum(other, keepdim=True)
+        return lp.reshape(lp.shape[0], lp.shape[n + self.data_dim]).expand(self.k, self.batch)
 
 
 @dataclass
 class LogWeights:
     """Per-particle, per-datapoint log densities, each of shape ``(k, batch)``.
 
-    ``scale`` is the data plate's subsampling scale (``full_size / size``).
+    ``log_q_score`` is the part of ``log_q`` from guide sites without
+    ``rsample``; ``scale`` is the data plate's subsampling scale
+    (``full_size / size``).
     """
 
     log_p: torch.Tensor
@@ -37,10 +86,26 @@ class LogWeights:
     scale: float
     model_trace: Any
     guide_trace: Any
+    _reduce: _Reducer | None = field(default=None, repr=False)
 
     @property
     def log_w(self) -> torch.Tensor:
         return self.log_p - self.log_q
+
+    def guide_sites(self) -> list[dict]:
+        return [s for s in self.guide_trace.nodes.values()
+                if s["type"] == "sample" and not s["is_observed"]]
+
+    def log_q_at_detached_values(self) -> torch.Tensor:
+        """``log q`` with each site's value detached: its gradient is the score
+        (the guide parameters' direct dependence), none through the samples."""
+        total = torch.zeros(())
+        for site in self.guide_sites():
+            total = total + self._reduce(site, site["value"].detach())
+        return total.expand(self._reduce.k, self._reduce.batch)
+
+    def non_reparameterized_sites(self) -> list[str]:
+        return [s["name"] for s in self.guide_sites() if not getattr(s["fn"], "has_rsample", False)]
 
 
 def _data_frame(site: dict, data_plate: str):
@@ -53,29 +118,6 @@ def _data_frame(site: dict, data_plate: str):
     )
 
 
-def _site_log_prob(
-    site: dict, k: int, batch: int, max_plate_nesting: int, data_dim: int, plate_scale: float,
-    use_scale: bool,
-) -> torch.Tensor:
-    lp = site["fn"].log_prob(site["value"])
-    if site["mask"] is not None:
-        lp = lp * site["mask"]
-    if use_scale and not (isinstance(site["scale"], float) and site["scale"] == plate_scale):
-        lp = lp * (site["scale"] / plate_scale)
-    n = max_plate_nesting + 1
-    if lp.dim() > n:
-        raise ValueError(
-            f"site {site['name']!r} has batch shape {tuple(lp.shape)} with more than "
-            f"max_plate_nesting={max_plate_nesting} plate dims; move event dims with .to_event()"
-        )
-    lp = lp.reshape((1,) * (n - lp.dim()) + lp.shape)
-    keep = {0, n + data_dim}
-    other = [d for d in range(n) if d not in keep]
-    if other:
-        lp = lp.sum(other, keepdim=True)
-    return lp.reshape(lp.shape[0], lp.shape[n + data_dim]).expand(k, batch)
-
-
 def log_weights(
     model: Callable,
     guide: Callable,
@@ -85,6 +127,7 @@ def log_weights(
     max_plate_nesting: int = 1,
     data_plate: str = "data",
     use_scale: bool = True,
+    detach_samples: bool = False,
 ) -> LogWeights:
     """Runs ``guide`` and ``model`` once, vectorized over ``num_particles`` in an
     outer plate, and returns per-datapoint log densities.
@@ -92,12 +135,15 @@ def log_weights(
     :param use_scale: apply each site's scale relative to the data plate's
         subsampling scale (e.g. KL annealing by ``poutine.scale``); evaluation
         passes ``False`` to get the exact densities.
+    :param detach_samples: draw the guide's samples without gradient (for
+        score-function estimators).
     """
     kwargs = kwargs or {}
     if num_particles < 1:
         raise ValueError(f"num_particles must be >= 1; got {num_particles}")
     plate = pyro.plate(PARTICLE_PLATE, num_particles, dim=-max_plate_nesting - 1)
-    guide_trace = poutine.trace(plate(guide)).get_trace(*args, **kwargs)
+    with DetachSamples() if detach_samples else contextlib.nullcontext():
+        guide_trace = poutine.trace(plate(guide)).get_trace(*args, **kwargs)
     model_trace = poutine.trace(poutine.replay(plate(model), trace=guide_trace)).get_trace(
         *args, **kwargs
     )
@@ -113,30 +159,29 @@ def log_weights(
             break
     if frame is None:
         raise ValueError("the model has no sample sites")
-    batch, data_dim = frame.size, frame.dim
     plate_scale = (frame.full_size or frame.size) / frame.size
-    k = num_particles
+    reduce = _Reducer(num_particles, frame.size, max_plate_nesting, frame.dim, plate_scale,
+                      use_scale, data_plate)
     log_p = torch.zeros(())
     log_q = torch.zeros(())
     log_q_score = torch.zeros(())
     for site in model_trace.nodes.values():
         if site["type"] == "sample":
-            _data_frame(site, data_plate)
-            log_p = log_p + _site_log_prob(
-                site, k, batch, max_plate_nesting, data_dim, plate_scale, use_scale)
+            log_p = log_p + reduce(site)
     for site in guide_trace.nodes.values():
         if site["type"] == "sample" and not site["is_observed"]:
-            _data_frame(site, data_plate)
-            lq = _site_log_prob(site, k, batch, max_plate_nesting, data_dim, plate_scale, use_scale)
+            lq = reduce(site)
             log_q = log_q + lq
             if not getattr(site["fn"], "has_rsample", False):
                 log_q_score = log_q_score + lq
     device = log_p.device
+    shape = (num_particles, frame.size)
     return LogWeights(
-        log_p=log_p.expand(k, batch),
-        log_q=log_q.to(device).expand(k, batch),
-        log_q_score=log_q_score.to(device).expand(k, batch),
+        log_p=log_p.expand(shape),
+        log_q=log_q.to(device).expand(shape),
+        log_q_score=log_q_score.to(device).expand(shape),
         scale=plate_scale,
         model_trace=model_trace,
         guide_trace=guide_trace,
+        _reduce=reduce,
     )

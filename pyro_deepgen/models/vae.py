@@ -36,7 +36,9 @@ class VAE(nn.Module):
     :param likelihood: ``"bernoulli"`` (x in {0, 1}) or ``"gaussian"`` (a
         diagonal Normal with a learned per-pixel scale).
     :param activation: hidden nonlinearity (see :data:`pyro_deepgen.nn.ACTIVATIONS`).
-    :param name: the name under which ``pyro.module`` registers the networks.
+    :param name: prefix of the ``pyro.module`` names: the model registers
+        ``name.decoder``, the guide ``name.encoder``, so that objectives that
+        treat model and guide parameters differently can tell them apart.
 
     Example:
         >>> import pyro
@@ -93,17 +95,19 @@ class VAE(nn.Module):
         return dist.Normal(loc, softplus(raw_scale) + 1e-3).to_event(1)
 
     def model(self, x: torch.Tensor) -> None:
+        """``z ~ N(0, I)``, ``x ~ p(x|z)``, for each row of ``x`` under the ``"data"`` plate."""
         self._check(x)
         self._check_binary(x)
-        pyro.module(self.name, self)
+        pyro.module(f"{self.name}.decoder", self.decoder)
         with pyro.plate("data", x.shape[0], dim=-1):
             prior = dist.Normal(x.new_zeros(self.z_dim), x.new_ones(self.z_dim)).to_event(1)
             z = pyro.sample("z", prior)
             pyro.sample("x", self.likelihood_dist(z), obs=x)
 
     def guide(self, x: torch.Tensor) -> None:
+        """``z ~ N(loc(x), diag(scale(x)^2))`` from the encoder, under the ``"data"`` plate."""
         self._check(x)
-        pyro.module(self.name, self)
+        pyro.module(f"{self.name}.encoder", self.encoder)
         with pyro.plate("data", x.shape[0], dim=-1):
             loc, scale = self.encoder(x)
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))

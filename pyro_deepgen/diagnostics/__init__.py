@@ -1,0 +1,5 @@
+"""Diagnostics: gradient signal-to-noise and friends."""
+
+from pyro_deepgen.diagnostics.gradient_snr import GradientStats, gradient_snr
+
+__all__ = ["GradientStats", "gradient_snr"]
