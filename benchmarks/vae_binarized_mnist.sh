@@ -9,4 +9,4 @@ export PYRO_DEEPGEN_DATA=${PYRO_DEEPGEN_DATA:-$(cd "$(dirname "$0")/../.." && pw
 pyro-deepgen train --dataset binarized_mnist --z-dim 50 --hidden 200,200 --activation tanh \
     --objective elbo --epochs 100000 --max-time 1800 --patience 50 --batch-size 128 --lr 1e-3 \
     --seed 0 --out "$out" --quiet
-python benchmarks/evaluate_speed.py "$out" --num-samples 5000
+python "$(dirname "$0")/evaluate_speed.py" "$out" --num-samples 5000

@@ -55,6 +55,7 @@ def _config(args: argparse.Namespace, objective: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``pyro-deepgen`` argument parser, one sub-parser per command."""
     parser = argparse.ArgumentParser(prog="pyro-deepgen", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--limit", type=int, default=None, help="only the first N datapoints")
     p.add_argument("--device", default=None)
+    p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("sample", help="a grid of samples (and the latent manifold for z=2)")
     p.add_argument("run")
@@ -87,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``pyro-deepgen``; returns the exit code (2 with a message on bad input)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -100,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "evaluate":
             result = experiment.evaluate_run(args.run, num_samples=args.num_samples, split=args.split,
                                              batch_size=args.batch_size, device=args.device,
-                                             limit=args.limit)
+                                             limit=args.limit, seed=args.seed)
             print(f"{args.split} log-likelihood (IWAE-{args.num_samples}): "
                   f"{result['log_likelihood']:.3f} ± {result['log_likelihood_stderr']:.3f} nats "
                   f"over {result['num_datapoints']} datapoints "

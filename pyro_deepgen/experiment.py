@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +29,25 @@ from pyro_deepgen.infer import make_objective
 from pyro_deepgen.models import build_model, load_model, save_model
 from pyro_deepgen.train import fit
 
-__all__ = ["RunConfig", "train_run", "evaluate_run", "compare", "load_run_config", "BINARIZE"]
+__all__ = [
+    "BINARIZE",
+    "RunConfig",
+    "compare",
+    "dataset_for",
+    "evaluate_run",
+    "load_run_config",
+    "results_markdown",
+    "sample_run",
+    "train_run",
+]
 
 logger = logging.getLogger(__name__)
 
 RUN = "run.json"
 EVALUATION = "evaluation.json"
 BINARIZE = ("auto", "dynamic", "static", "none")
+# fields that may change when a run is resumed: where data comes from, and where it runs
+_NOT_RESULTS = {"data_root", "download", "device"}
 
 
 @dataclass
@@ -70,6 +83,7 @@ class RunConfig:
             raise ValueError(f"unknown dataset {self.dataset!r}; valid: {', '.join(sorted(DATASETS))}")
 
     def model_config(self, x_dim: int) -> dict[str, Any]:
+        """Keyword arguments of the model's constructor."""
         return {"x_dim": x_dim, "z_dim": self.z_dim, "hidden": list(self.hidden),
                 "likelihood": self.likelihood, "activation": self.activation, **self.extra}
 
@@ -94,6 +108,7 @@ def dataset_for(cfg: RunConfig, split: str) -> TensorDataset:
 
 
 def load_run_config(directory: str | os.PathLike) -> RunConfig:
+    """The :class:`RunConfig` saved in a run folder's ``run.json``."""
     path = Path(directory) / RUN
     if not path.exists():
         raise FileNotFoundError(f"{directory} is not a training run: {path} is missing")
@@ -103,15 +118,17 @@ def load_run_config(directory: str | os.PathLike) -> RunConfig:
 def train_run(cfg: RunConfig, out: str | os.PathLike, progress: bool = True) -> list[dict]:
     """Trains ``cfg`` into the folder ``out`` (resuming a run already there)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     run_path = out / RUN
     if run_path.exists():
-        old = load_run_config(out)
-        if dataclasses.asdict(old) != dataclasses.asdict(cfg):
-            raise ValueError(f"{out} holds a different run ({run_path}); use another --out")
-    run_path.write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+        old, new = dataclasses.asdict(load_run_config(out)), dataclasses.asdict(cfg)
+        changed = sorted(k for k in new if k not in _NOT_RESULTS and old[k] != new[k])
+        if changed:
+            raise ValueError(f"{out} holds a different run ({run_path} differs in "
+                             f"{', '.join(changed)}); use another --out")
     train = dataset_for(cfg, "train")
     val = dataset_for(cfg, "valid") if "valid" in DATASETS[cfg.dataset].splits else None
+    out.mkdir(parents=True, exist_ok=True)
+    run_path.write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     pyro.clear_param_store()
     pyro.set_rng_seed(cfg.seed)
     x_dim = train.tensors[0].shape[1]
@@ -202,7 +219,7 @@ def compare(objectives: Sequence[str], out: str | os.PathLike, base: RunConfig |
             "test_log_likelihood_stderr": ev["log_likelihood_stderr"], "test_elbo": ev["elbo"],
             "active_units": ev["active_units"], "latent_dim": ev["latent_dim"],
             "epochs": len(epochs),
-            "seconds_per_epoch": sum(r["seconds"] for r in epochs) / max(len(epochs), 1),
+            "seconds_per_epoch": statistics.median(r["seconds"] for r in epochs) if epochs else float("nan"),
         })
         logger.info("%s: %s", name, rows[-1])
     plots.save_figure(plots.training_curves(histories, title=f"{base.model} on {base.dataset}"),
@@ -215,6 +232,7 @@ def compare(objectives: Sequence[str], out: str | os.PathLike, base: RunConfig |
 
 
 def results_markdown(rows: Sequence[dict], base: RunConfig, num_samples: int) -> str:
+    """The ``results.md`` table of :func:`compare`."""
     lines = [
         f"# {base.model} on {base.dataset}: objectives compared",
         "",
@@ -231,6 +249,7 @@ def results_markdown(rows: Sequence[dict], base: RunConfig, num_samples: int) ->
             f"| {r['objective']} | {r['test_log_likelihood']:.2f} ± {r['test_log_likelihood_stderr']:.2f} "
             f"| {r['test_elbo']:.2f} | {r['active_units']}/{r['latent_dim']} | {r['epochs']} "
             f"| {r['seconds_per_epoch']:.3f} |")
-    lines += ["", "![training curves](curves.png)", ""]
+    lines += ["", "s/epoch is the median over complete epochs (the first one includes warm-up).", "",
+              "![training curves](curves.png)", ""]
     lines += [f"![{r['objective']} samples](samples_{r['objective']}.png)" for r in rows]
     return "\n".join(lines) + "\n"

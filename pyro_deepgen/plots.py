@@ -54,7 +54,8 @@ def training_curves(histories: Mapping[str, Sequence[dict]], title: str | None =
     axes[1].set(xlabel="epoch", ylabel="validation ELBO per datapoint (nats)")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_lines():
+            ax.legend()
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -18,7 +18,7 @@ import torch
 from pyro import poutine
 from pyro.infer import ELBO, SVI
 from torch.utils.data import Dataset, DistributedSampler
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from pyro_deepgen.evaluate import elbo as evaluate_elbo
 from pyro_deepgen.evaluate.batches import model_args

@@ -55,6 +55,15 @@ def test_bad_names_list_the_valid_ones(argv, message, capsys, tmp_path, monkeypa
     assert message in capsys.readouterr().err
 
 
+def test_missing_data_leaves_no_run_behind(tmp_path, capsys, shared_data):
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "mnist", "--data-root", str(shared_data), "--out", str(out),
+                 "--epochs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "train-images-idx3-ubyte" in err and "--download" in err
+    assert not (out / "run.json").exists()  # a retry with --download is not refused
+
+
 def test_console_entry_point_runs():
     r = subprocess.run([sys.executable, "-m", "pyro_deepgen", "--help"], capture_output=True, text=True,
                        cwd=REPO)

@@ -157,8 +157,8 @@ def _find(
         return _download.fetch(name, original, root / folder)
     raise FileNotFoundError(
         f"{name}: file not found; looked for: {', '.join(map(str, paths))}. "
-        f"Pass download=True to fetch it, or set root= (or ${ENV_VAR}) to a folder "
-        f"that contains {folder}/."
+        f"Pass download=True (CLI: --download) to fetch it, or set root= (CLI: --data-root, "
+        f"or ${ENV_VAR}) to a folder that contains {folder}/."
     )
 
 
