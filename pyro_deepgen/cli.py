@@ -24,8 +24,10 @@ def _run_options(p: argparse.ArgumentParser, epochs: int) -> None:
 
     g = p.add_argument_group("run")
     g.add_argument("--dataset", default="digits", help="digits | binarized_mnist | mnist | frey")
-    g.add_argument("--model", default="vae")
-    g.add_argument("--z-dim", type=int, default=50)
+    g.add_argument("--model", default="vae", help="vae | sbn | categorical-vae")
+    g.add_argument("--z-dim", type=int, default=50,
+                   help="latent size (sbn: its one layer of Bernoulli latents; "
+                        "categorical-vae: the number of 10-class one-hot variables)")
     g.add_argument("--hidden", type=_ints, default=(200, 200), help="e.g. 200,200")
     g.add_argument("--activation", default="tanh")
     g.add_argument("--likelihood", default="bernoulli", help="bernoulli | gaussian")

@@ -26,7 +26,7 @@ from pyro_deepgen import plots
 from pyro_deepgen.data import DATASETS, image_shape, load_dataset
 from pyro_deepgen.evaluate import active_units, elbo, log_likelihood
 from pyro_deepgen.infer import make_objective
-from pyro_deepgen.models import build_model, load_model, save_model
+from pyro_deepgen.models import build_model, load_model, model_options, save_model
 from pyro_deepgen.train import fit
 
 __all__ = [
@@ -79,13 +79,17 @@ class RunConfig:
         if self.binarize not in BINARIZE:
             raise ValueError(f"unknown binarize {self.binarize!r}; valid: {', '.join(BINARIZE)}")
         make_objective(self.objective)  # fail early on a bad name
+        model_options(self.model)
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; valid: {', '.join(sorted(DATASETS))}")
 
     def model_config(self, x_dim: int) -> dict[str, Any]:
         """Keyword arguments of the model's constructor."""
-        return {"x_dim": x_dim, "z_dim": self.z_dim, "hidden": list(self.hidden),
-                "likelihood": self.likelihood, "activation": self.activation, **self.extra}
+        config = {"x_dim": x_dim}
+        for option in model_options(self.model):
+            value = getattr(self, option)
+            config[option] = list(value) if isinstance(value, tuple) else value
+        return {**config, **self.extra}
 
 
 def _binarize_for(cfg: RunConfig, split: str) -> str | None:
@@ -231,12 +235,17 @@ def compare(objectives: Sequence[str], out: str | os.PathLike, base: RunConfig |
     return rows
 
 
+def _describe(cfg: RunConfig) -> str:
+    return ", ".join(f"{o}={list(getattr(cfg, o)) if isinstance(getattr(cfg, o), tuple) else getattr(cfg, o)}"
+                     for o in model_options(cfg.model))
+
+
 def results_markdown(rows: Sequence[dict], base: RunConfig, num_samples: int) -> str:
     """The ``results.md`` table of :func:`compare`."""
     lines = [
         f"# {base.model} on {base.dataset}: objectives compared",
         "",
-        f"Same model (z={base.z_dim}, hidden={list(base.hidden)}, {base.activation}), seed {base.seed}, "
+        f"Same model ({_describe(base)}), seed {base.seed}, "
         f"{base.epochs} epochs of batch {base.batch_size}"
         + (f", at most {base.max_time:g} s each" if base.max_time else "") + ". "
         f"Test log-likelihood is IWAE-{num_samples} (nats per datapoint, ± standard error).",

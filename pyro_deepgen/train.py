@@ -181,7 +181,11 @@ def fit(
             args = model_args(dataset[first], pass_labels, device)
             poutine.trace(guide).get_trace(*args)
             poutine.trace(model).get_trace(*args)
+            if hasattr(loss, "init_params"):
+                loss.init_params(model, guide, *args)
         _load_params(ckpt["params"])
+        if hasattr(loss, "set_state"):
+            loss.set_state(ckpt["loss_state"])
         optim.set_state(ckpt["optim"])
         _set_rng_state(ckpt["rng"])
         history = list(ckpt["history"])
@@ -196,6 +200,7 @@ def fit(
         _atomic_save({
             "format": _FORMAT, "epoch": e, "batch": b, "step": step,
             "params": _params(), "optim": optim.get_state(), "rng": _rng_state(),
+            "loss_state": loss.get_state() if hasattr(loss, "get_state") else {},
             "history": history, "best_val": best_val, "bad_epochs": bad_epochs,
             "epoch_loss": epoch_loss, "epoch_seen": epoch_seen, "epoch_seconds": epoch_seconds,
         }, ckpt_path)

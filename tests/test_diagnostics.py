@@ -41,3 +41,23 @@ def test_needs_two_draws():
     lg = LinearGaussian()
     with pytest.raises(ValueError, match="num_draws >= 2; got 1"):
         gradient_snr(lg.model, lg.guide, STL(), (lg.sample_x(2),), num_draws=1)
+
+
+def test_warm_up_trains_only_the_objectives_own_parameters():
+    from pyro_deepgen.diagnostics import warm_up_objective
+    from pyro_deepgen.infer import NVIL
+
+    lg = LinearGaussian()
+    with torch.no_grad():
+        lg.c.add_(0.5)
+    x = lg.sample_x(64)
+    before = {n: p.detach().clone() for n, p in lg.named_parameters()}
+    loss = NVIL(normalize=False)
+    fresh = gradient_snr(lg.model, lg.guide, NVIL(normalize=False), (x,), num_draws=30)
+    own = warm_up_objective(lg.model, lg.guide, loss, (x,), steps=200, lr=0.05)
+    assert own == ["NVIL.baseline$$$0.bias", "NVIL.baseline$$$0.weight",
+                   "NVIL.baseline$$$2.bias", "NVIL.baseline$$$2.weight"]
+    assert all(torch.equal(before[n], p) for n, p in lg.named_parameters())
+    warm = gradient_snr(lg.model, lg.guide, loss, (x,), num_draws=30)
+    names = warm.split("lg_enc")
+    assert warm.summary(names)["variance"] < fresh.summary(names)["variance"]

@@ -26,12 +26,12 @@ def _params():
     return {k: v.detach().clone() for k, v in pyro.get_param_store().named_parameters()}
 
 
-def _train(out=None, seed=0, epochs=3, **kw):
+def _train(out=None, seed=0, epochs=3, loss=None, **kw):
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     vae = VAE(64, z_dim=4, hidden=(32,))
     data = load_dataset("digits", "train", binarize="dynamic")
-    hist = fit(vae.model, vae.guide, data, Trace_ELBO(), epochs=epochs, batch_size=64, seed=seed,
+    hist = fit(vae.model, vae.guide, data, loss or Trace_ELBO(), epochs=epochs, batch_size=64, seed=seed,
                out=out, progress=False, **kw)
     return hist, _params()
 
@@ -58,10 +58,15 @@ def test_history_and_checkpoint_files(tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))
 
 
-def test_resume_in_process_is_bit_identical(tmp_path):
-    _, full = _train(epochs=4, checkpoint_every=10)
-    _train(out=tmp_path, epochs=2, checkpoint_every=10)
-    hist, resumed = _train(out=tmp_path, epochs=4, checkpoint_every=10)
+@pytest.mark.parametrize("objective", ["elbo", "nvil", "rws-3"])
+def test_resume_in_process_is_bit_identical(tmp_path, objective):
+    """Also for objectives with their own parameters and running state (NVIL's
+    baseline network and averages) and with separate model/guide gradients (RWS)."""
+    from pyro_deepgen.infer import make_objective
+
+    _, full = _train(epochs=4, checkpoint_every=10, loss=make_objective(objective))
+    _train(out=tmp_path, epochs=2, checkpoint_every=10, loss=make_objective(objective))
+    hist, resumed = _train(out=tmp_path, epochs=4, checkpoint_every=10, loss=make_objective(objective))
     assert [r["epoch"] for r in hist] == [1, 2, 3, 4]
     assert all(torch.equal(full[k], resumed[k]) for k in full)
 

@@ -9,7 +9,7 @@ import pyro
 import torch
 from pyro.infer import ELBO
 
-__all__ = ["GradientStats", "gradient_snr"]
+__all__ = ["GradientStats", "gradient_snr", "warm_up_objective"]
 
 
 @dataclass
@@ -69,3 +69,32 @@ def gradient_snr(model: Callable, guide: Callable, loss: ELBO, args: tuple, num_
     mean = {k: v / n for k, v in sums.items()}
     std = {k: ((squares[k] / n - mean[k] ** 2).clamp_min(0) * n / (n - 1)).sqrt() for k in sums}
     return GradientStats(mean=mean, std=std, num_draws=n)
+
+
+def warm_up_objective(model: Callable, guide: Callable, loss: ELBO, args: tuple, steps: int = 100,
+                      lr: float = 1e-2) -> list[str]:
+    """Trains only the objective's *own* parameters (e.g. NVIL's baseline
+    network) and running averages for ``steps`` steps at fixed model and guide
+    parameters, so that estimators with learned baselines can be compared at
+    one checkpoint on equal terms. Returns the names of the parameters trained."""
+    from pyro import poutine
+
+    store = pyro.get_param_store()
+    with poutine.block(), torch.no_grad():
+        traces = [poutine.trace(fn).get_trace(*args) for fn in (guide, model)]
+    model_guide = {n for t in traces for n, s in t.nodes.items() if s["type"] == "param"}
+    optimizer = None
+    own: list[str] = []
+    for _ in range(steps):
+        for _, p in store.named_parameters():
+            p.grad = None
+        loss.loss_and_grads(model, guide, *args)
+        if optimizer is None:
+            own = sorted(set(store.keys()) - model_guide)
+            if not own:
+                break  # nothing but running averages, which the calls above updated
+            optimizer = torch.optim.Adam([store.get_param(n).unconstrained() for n in own], lr=lr)
+        optimizer.step()
+    for _, p in store.named_parameters():
+        p.grad = None
+    return own

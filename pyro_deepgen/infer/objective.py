@@ -104,6 +104,17 @@ class Objective(ELBO):
                     "VIMCO, Reinforce, NVIL or RWS")
         return w
 
+    def init_params(self, model: Callable, guide: Callable, *args, **kwargs) -> None:
+        """Creates the objective's own parameters (e.g. a baseline network) in
+        Pyro's param store, so that a checkpoint can be loaded into them."""
+
+    def get_state(self) -> dict[str, Any]:
+        """The objective's running state (e.g. baseline averages) for checkpoints."""
+        return {}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restores what :meth:`get_state` returned."""
+
     def _get_trace(self, model: Callable, guide: Callable, args, kwargs):
         w = log_weights(model, guide, args, kwargs, self.num_particles, self.max_plate_nesting)
         return w.model_trace, w.guide_trace

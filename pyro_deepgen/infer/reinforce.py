@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import pyro
 import torch
@@ -75,7 +75,21 @@ class Reinforce(Objective):
         flat = x.reshape(x.shape[0], -1)
         if self.baseline_net is None:
             self.baseline_net = MLP(flat.shape[-1], (self.hidden,), 1).to(x.device, x.dtype)
-        return pyro.module(f"{self.name}.baseline", self.baseline_net)(flat).squeeze(-1)
+        # update_module_params: a network registered under this name before (a checkpoint, or
+        # another instance) is the one that the param store and the optimizer hold
+        net = pyro.module(f"{self.name}.baseline", self.baseline_net, update_module_params=True)
+        return net(flat).squeeze(-1)
+
+    def init_params(self, model: Callable, guide: Callable, *args, **kwargs) -> None:
+        if self.centre_nn:
+            with torch.no_grad():
+                self._baseline(args[0])
+
+    def get_state(self) -> dict[str, Any]:
+        return {"mean": self._mean, "var": self._var, "steps": self._steps}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._mean, self._var, self._steps = state["mean"], state["var"], state["steps"]
 
     def _update(self, value: float, var: float) -> None:
         self._steps += 1

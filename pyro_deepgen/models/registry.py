@@ -4,29 +4,72 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from pyro_deepgen.models.categorical_vae import CategoricalVAE
+from pyro_deepgen.models.sbn import SigmoidBeliefNet
 from pyro_deepgen.models.vae import VAE
 
-__all__ = ["MODELS", "register_model", "build_model", "save_model", "load_model"]
+__all__ = ["MODELS", "ModelSpec", "register_model", "build_model", "model_options", "save_model",
+           "load_model"]
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"vae": VAE}
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry entry: ``builder(x_dim=..., **{o: ... for o in options})``, where
+    ``options`` are the run options (``z_dim``, ``hidden``, ``likelihood``,
+    ``activation``) that the model takes."""
+
+    builder: Callable[..., nn.Module]
+    options: tuple[str, ...]
 
 
-def register_model(name: str, builder: Callable[..., nn.Module]) -> None:
+def _sbn(x_dim: int, z_dim: int = 200, likelihood: str = "bernoulli") -> SigmoidBeliefNet:
+    if likelihood != "bernoulli":
+        raise ValueError(f"the sigmoid belief net has a Bernoulli likelihood; got {likelihood!r}")
+    return SigmoidBeliefNet(x_dim, layers=(z_dim,))
+
+
+def _categorical(x_dim: int, z_dim: int = 20, hidden=(200,), activation: str = "tanh",
+                 likelihood: str = "bernoulli") -> CategoricalVAE:
+    if likelihood != "bernoulli":
+        raise ValueError(f"the categorical VAE has a Bernoulli likelihood; got {likelihood!r}")
+    return CategoricalVAE(x_dim, num_vars=z_dim, num_classes=10, hidden=hidden, activation=activation)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "vae": ModelSpec(VAE, ("z_dim", "hidden", "likelihood", "activation")),
+    "sbn": ModelSpec(_sbn, ("z_dim", "likelihood")),  # one layer of z_dim Bernoulli latents
+    # z_dim one-hot variables of 10 classes each
+    "categorical-vae": ModelSpec(_categorical, ("z_dim", "hidden", "activation", "likelihood")),
+}
+
+
+def register_model(name: str, builder: Callable[..., nn.Module],
+                   options: tuple[str, ...] = ("z_dim", "hidden", "likelihood", "activation")) -> None:
     """Adds a model/guide pair class (or factory) under ``name``."""
-    MODELS[name] = builder
+    MODELS[name] = ModelSpec(builder, tuple(options))
+
+
+def _spec(name: str) -> ModelSpec:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}")
+    return MODELS[name]
+
+
+def model_options(name: str) -> tuple[str, ...]:
+    """The run options that the model registered as ``name`` takes."""
+    return _spec(name).options
 
 
 def build_model(name: str, **config: Any) -> nn.Module:
     """Builds the model/guide pair registered as ``name``."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}")
-    return MODELS[name](**config)
+    return _spec(name).builder(**config)
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
