@@ -184,7 +184,7 @@ def fit(
             if hasattr(loss, "init_params"):
                 loss.init_params(model, guide, *args)
         _load_params(ckpt["params"])
-        if hasattr(loss, "set_state"):
+        if hasattr(loss, "set_state") and ckpt.get("loss_state"):
             loss.set_state(ckpt["loss_state"])
         optim.set_state(ckpt["optim"])
         _set_rng_state(ckpt["rng"])
@@ -210,8 +210,9 @@ def fit(
     out_of_time = False
     bar = tqdm(total=epochs * steps_per_epoch, initial=min(step, epochs * steps_per_epoch),
                disable=not progress, unit="step", dynamic_ncols=True, leave=False)
+    stopped = patience is not None and bad_epochs >= patience  # a resumed run that stopped early
     try:
-        while epoch < epochs and not out_of_time:
+        while epoch < epochs and not out_of_time and not stopped:
             sampler.set_epoch(epoch)
             perm = torch.as_tensor(list(sampler))
             t_epoch = time.perf_counter()
@@ -266,7 +267,7 @@ def fit(
                 _write_history(history, out_dir)
             if patience is not None and bad_epochs >= patience:
                 logger.info("early stop at epoch %d: no improvement in %d epochs", epoch, patience)
-                break
+                stopped = True
     finally:
         bar.close()
     if patience is not None and best_val > -math.inf:

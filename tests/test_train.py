@@ -151,6 +151,12 @@ def test_early_stopping_restores_best_parameters(tmp_path):
     saved = torch.load(tmp_path / "best.pt", weights_only=True)
     now = _params()
     assert all(torch.equal(saved[k], now[k]) for k in saved)
+    # fitting again resumes a run that has stopped: no more epochs, the best parameters again
+    pyro.clear_param_store()
+    again = fit(vae.model, vae.guide, data, Trace_ELBO(), epochs=30, batch_size=64, lr=0.05,
+                val_dataset=val, patience=2, out=tmp_path, progress=False)
+    assert again == hist
+    assert all(torch.equal(saved[k], v) for k, v in _params().items())
 
 
 def test_bad_arguments():
