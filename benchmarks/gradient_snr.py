@@ -18,10 +18,10 @@ import json
 import time
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pyro
 import torch
 
+from pyro_deepgen import plots
 from pyro_deepgen.diagnostics import gradient_snr
 from pyro_deepgen.experiment import dataset_for, load_run_config
 from pyro_deepgen.infer import IWAE
@@ -52,18 +52,13 @@ def main() -> None:
             rows.append({"k": k, "gradient": gradient, "guide_snr": enc["snr"], "model_snr": dec["snr"],
                          "guide_variance": enc["variance"], "seconds": time.perf_counter() - t})
             print(json.dumps(rows[-1]), flush=True)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for ax, key, title in ((axes[0], "guide_snr", "guide (encoder) parameters"),
-                           (axes[1], "model_snr", "model (decoder) parameters")):
-        for gradient, label in (("standard", "IWAE"), ("dreg", "DReG")):
-            pts = [(r["k"], r[key]) for r in rows if r["gradient"] == gradient]
-            ax.plot(*zip(*pts), marker="o", label=label)
-        ax.set(xscale="log", yscale="log", xlabel="k (particles)", ylabel="mean gradient SNR", title=title)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend()
-    fig.tight_layout()
+    curves = {label: {group: [(r["k"], r[key]) for r in rows if r["gradient"] == gradient]
+                      for group, key in (("guide (encoder) parameters", "guide_snr"),
+                                         ("model (decoder) parameters", "model_snr"))}
+              for gradient, label in (("standard", "IWAE"), ("dreg", "DReG"))}
+    fig = plots.snr_against_k(curves)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=120)
+    plots.save_figure(fig, args.out)
     Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=2))
 
 

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
-__all__ = ["image_grid", "training_curves", "latent_manifold", "save_figure"]
+__all__ = ["image_grid", "training_curves", "latent_manifold", "snr_against_k", "save_figure"]
 
 
 def _tile(images: torch.Tensor, image_shape: Sequence[int], nrow: int) -> torch.Tensor:
@@ -70,6 +70,23 @@ def latent_manifold(decode: Callable[[torch.Tensor], torch.Tensor], image_shape:
     grid = torch.distributions.Normal(0.0, 1.0).icdf(q)
     z = torch.stack(torch.meshgrid(grid, grid.flip(0), indexing="xy"), -1).reshape(-1, 2)
     return image_grid(decode(z).reshape(n * n, -1), image_shape, nrow=n, title=title)
+
+
+def snr_against_k(curves: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]],
+                  ylabel: str = "mean gradient SNR") -> Figure:
+    """One panel per parameter group (e.g. ``"guide"``, ``"model"``), one line per
+    estimator, of ``(k, value)`` points on log-log axes (Rainforth et al. 2018, Fig. 1)."""
+    groups = list(dict.fromkeys(g for per in curves.values() for g in per))
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.6), squeeze=False)
+    for ax, group in zip(axes[0], groups):
+        for label, per in curves.items():
+            if group in per:
+                ax.plot(*zip(*per[group]), marker="o", label=label)
+        ax.set(xscale="log", yscale="log", xlabel="k (particles)", ylabel=ylabel, title=group)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+    fig.tight_layout()
+    return fig
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> None:
