@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pyro
-import torch
 
 from pyro_deepgen import plots
 from pyro_deepgen.diagnostics import gradient_snr

@@ -4,10 +4,10 @@ import math
 import pyro
 import pytest
 import torch
-from pyro.infer import SVI
 from torch.utils.data import TensorDataset
 
 from pyro_deepgen.evaluate import log_likelihood
+from training_checks import assert_training_improves
 from pyro_deepgen.infer import RWS, VIMCO
 from pyro_deepgen.models.categorical_vae import CategoricalVAE
 
@@ -34,16 +34,7 @@ def test_log_likelihood_matches_enumeration():
 @pytest.mark.parametrize("loss", [VIMCO(5), RWS(5)], ids=["vimco", "rws"])
 def test_trains_with_discrete_objectives(loss):
     pyro.set_rng_seed(0)
-    vae = CategoricalVAE(16, num_vars=2, num_classes=4, hidden=(16,))
-    proto = torch.bernoulli(torch.full((4, 16), 0.5))
-    data = proto[torch.randint(0, 4, (512,))]
-    svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 0.03}), loss)
-    before = log_likelihood(vae.model, vae.guide, TensorDataset(data[:128]), num_samples=50).mean()
-    for _ in range(8):
-        for i in range(0, 512, 64):
-            svi.step(data[i:i + 64])
-    after = log_likelihood(vae.model, vae.guide, TensorDataset(data[:128]), num_samples=50).mean()
-    assert after > before + 1.0
+    assert_training_improves(CategoricalVAE(16, num_vars=2, num_classes=4, hidden=(16,)), loss)
 
 
 def test_shapes_and_errors():

@@ -1,5 +1,3 @@
-import math
-
 import pyro
 import pytest
 import torch

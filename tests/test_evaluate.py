@@ -55,7 +55,7 @@ def test_bounds_are_ordered_in_expectation():
         m = t.mean(0)  # per datapoint over repetitions
         return m.mean(), m.std() / math.sqrt(m.numel())
 
-    (e, se_e), (a, se_a), (b, se_b) = mean_se(el), mean_se(i5), mean_se(i50)
+    (e, _), (a, _), (b, se_b) = mean_se(el), mean_se(i5), mean_se(i50)
     # paired differences, with their own standard errors
     d1 = (i5 - el).mean(0)
     d2 = (i50 - i5).mean(0)

@@ -101,7 +101,7 @@ def test_registry_names_and_errors():
     assert isinstance(iw, IWAE) and iw.num_particles == 50
     assert set(objective_names()) >= {"elbo", "meanfield", "iwae-K", "iwae-dreg-K", "stl", "reinforce",
                                       "nvil", "vimco-K", "wake-sleep", "rws-K"}
-    from pyro_deepgen.infer import NVIL, RWS, STL, VIMCO, Reinforce, WakeSleep
+    from pyro_deepgen.infer import NVIL, RWS, STL, VIMCO, WakeSleep
     dreg = make_objective("iwae-dreg-50")
     assert isinstance(dreg, IWAE) and dreg.gradient == "dreg" and dreg.num_particles == 50
     assert isinstance(make_objective("stl"), STL)

@@ -4,10 +4,10 @@ import math
 import pyro
 import pytest
 import torch
-from pyro.infer import SVI
 from torch.utils.data import TensorDataset
 
 from pyro_deepgen.evaluate import log_likelihood
+from training_checks import assert_training_improves
 from pyro_deepgen.infer import NVIL, RWS, VIMCO, IWAE, Reinforce, WakeSleep
 from pyro_deepgen.models.sbn import SigmoidBeliefNet
 
@@ -51,13 +51,4 @@ def test_sites_and_shapes():
                                   IWAE(4)], ids=["reinforce", "nvil", "vimco", "rws", "wake-sleep", "iwae"])
 def test_objectives_train_an_sbn(loss):
     pyro.set_rng_seed(0)
-    sbn = SigmoidBeliefNet(16, layers=(8,))
-    proto = torch.bernoulli(torch.full((4, 16), 0.5))
-    data = proto[torch.randint(0, 4, (512,))]
-    svi = SVI(sbn.model, sbn.guide, pyro.optim.Adam({"lr": 0.03}), loss)
-    before = log_likelihood(sbn.model, sbn.guide, TensorDataset(data[:128]), num_samples=50).mean()
-    for _ in range(8):
-        for i in range(0, 512, 64):
-            svi.step(data[i:i + 64])
-    after = log_likelihood(sbn.model, sbn.guide, TensorDataset(data[:128]), num_samples=50).mean()
-    assert after > before + 1.0, (before, after)
+    assert_training_improves(SigmoidBeliefNet(16, layers=(8,)), loss)
