@@ -59,3 +59,13 @@ def test_warm_up_trains_only_the_objectives_own_parameters():
     warm = gradient_snr(lg.model, lg.guide, loss, (x,), num_draws=30)
     names = warm.split("lg_enc")
     assert warm.summary(names)["variance"] < fresh.summary(names)["variance"]
+
+
+def test_constant_gradients_give_zero_or_infinite_snr_and_are_left_out_of_the_mean():
+    from pyro_deepgen.diagnostics import GradientStats
+
+    stats = GradientStats(mean={"a": torch.tensor([0.0, 2.0, 1.0])},
+                          std={"a": torch.tensor([0.0, 0.0, 2.0])}, num_draws=10)
+    assert stats.snr["a"].tolist() == [0.0, float("inf"), 0.5]
+    s = stats.summary()
+    assert s["snr"] == 0.25 and s["num_constant_nonzero"] == 1 and s["num_elements"] == 3

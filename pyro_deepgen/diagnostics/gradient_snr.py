@@ -23,14 +23,24 @@ class GradientStats:
 
     @property
     def snr(self) -> dict[str, torch.Tensor]:
-        return {k: self.mean[k].abs() / self.std[k].clamp_min(1e-30) for k in self.mean}
+        """``|mean| / std``; 0 where the gradient is exactly 0 in every draw, ``inf``
+        where it is a non-zero constant."""
+        out = {}
+        for k in self.mean:
+            m, s = self.mean[k].abs(), self.std[k]
+            out[k] = torch.where(s > 0, m / s.clamp_min(1e-300),
+                                 torch.where(m > 0, torch.full_like(m, float("inf")), torch.zeros_like(m)))
+        return out
 
     def summary(self, names: Iterable[str] | None = None) -> dict[str, float]:
-        """Mean over elements of the SNR and of the variance, over ``names`` (all by default)."""
+        """Over the elements of ``names`` (all by default): the mean SNR (of the
+        elements with a finite one), the mean variance, and the counts."""
         names = list(self.mean) if names is None else list(names)
         snr = torch.cat([self.snr[n].flatten() for n in names])
         var = torch.cat([self.std[n].pow(2).flatten() for n in names])
-        return {"snr": snr.mean().item(), "variance": var.mean().item(), "num_elements": snr.numel()}
+        finite = torch.isfinite(snr)
+        return {"snr": snr[finite].mean().item(), "variance": var.mean().item(),
+                "num_elements": snr.numel(), "num_constant_nonzero": int((~finite).sum())}
 
     def split(self, prefix: str) -> list[str]:
         """The parameter names that start with ``prefix`` (e.g. ``"vae.encoder"``)."""
@@ -51,23 +61,25 @@ def gradient_snr(model: Callable, guide: Callable, loss: ELBO, args: tuple, num_
     if num_draws < 2:
         raise ValueError(f"gradient_snr needs num_draws >= 2; got {num_draws}")
     store = pyro.get_param_store()
-    sums: dict[str, torch.Tensor] = {}
-    squares: dict[str, torch.Tensor] = {}
-    for _ in range(num_draws):
+    mean: dict[str, torch.Tensor] = {}
+    m2: dict[str, torch.Tensor] = {}  # Welford's running sums of squared deviations
+    for i in range(1, num_draws + 1):
         for _, p in store.named_parameters():
             p.grad = None
         loss.loss_and_grads(model, guide, *args)
         for name, p in store.named_parameters():
             if names is not None and name not in names:
                 continue
-            g = torch.zeros_like(p) if p.grad is None else p.grad.detach()
-            sums[name] = sums.get(name, 0) + g.double()
-            squares[name] = squares.get(name, 0) + g.double() ** 2
+            g = (torch.zeros_like(p) if p.grad is None else p.grad.detach()).double()
+            if name not in mean:
+                mean[name], m2[name] = torch.zeros_like(g), torch.zeros_like(g)
+            delta = g - mean[name]
+            mean[name] += delta / i
+            m2[name] += delta * (g - mean[name])
     for _, p in store.named_parameters():
         p.grad = None
     n = num_draws
-    mean = {k: v / n for k, v in sums.items()}
-    std = {k: ((squares[k] / n - mean[k] ** 2).clamp_min(0) * n / (n - 1)).sqrt() for k in sums}
+    std = {k: (v / (n - 1)).clamp_min(0).sqrt() for k, v in m2.items()}
     return GradientStats(mean=mean, std=std, num_draws=n)
 
 
