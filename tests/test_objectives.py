@@ -192,6 +192,14 @@ def test_vimco_reduces_variance_against_plain_iwae():
     assert v.var(0).sum() < i.var(0).sum()
 
 
+def test_loss_evaluation_leaves_running_baselines_alone():
+    loss = NVIL()
+    discrete_draws(loss, reps=3)
+    state = loss.get_state()
+    loss.loss(discrete_model, discrete_guide, torch.full((50,), 0.7))
+    assert loss.get_state() == state
+
+
 def test_nvil_normalizes_by_running_std():
     loss = NVIL(normalize=True)
     discrete_draws(loss, reps=5)

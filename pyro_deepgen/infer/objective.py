@@ -123,8 +123,9 @@ class Objective(ELBO):
         raise NotImplementedError
 
     def loss(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
-        """The negative bound, summed over the data plate."""
-        return -self._terms(model, guide, args, kwargs).bound.detach().item()
+        """The negative bound, summed over the data plate (no gradients, no state updates)."""
+        with torch.no_grad():
+            return -self._terms(model, guide, args, kwargs).bound.item()
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args, **kwargs) -> torch.Tensor:
         """A scalar whose value is the negative bound and whose gradient is the

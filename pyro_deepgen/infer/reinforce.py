@@ -114,7 +114,7 @@ class Reinforce(Objective):
         if self.normalize:
             centred = centred / max(1.0, math.sqrt(self._var))
         surrogate = (log_w + centred * w.log_q).mean(0)
-        if self.centre_average or self.normalize:
+        if (self.centre_average or self.normalize) and torch.is_grad_enabled():  # training calls only
             after_nn = signal - (b.detach() if self.centre_nn else 0.0)
             self._update(after_nn.mean().item(), after_nn.var().item() if after_nn.numel() > 1 else 0.0)
         return Terms(bound=log_w.mean(0).sum() * w.scale, surrogate=surrogate.sum() * w.scale,
