@@ -83,13 +83,14 @@ class RunConfig:
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; valid: {', '.join(sorted(DATASETS))}")
 
+    def model_options(self) -> dict[str, Any]:
+        """The run options that the model takes (tuples as lists, as in JSON)."""
+        return {o: list(v) if isinstance(v, tuple) else v
+                for o in model_options(self.model) for v in [getattr(self, o)]}
+
     def model_config(self, x_dim: int) -> dict[str, Any]:
         """Keyword arguments of the model's constructor."""
-        config = {"x_dim": x_dim}
-        for option in model_options(self.model):
-            value = getattr(self, option)
-            config[option] = list(value) if isinstance(value, tuple) else value
-        return {**config, **self.extra}
+        return {"x_dim": x_dim, **self.model_options(), **self.extra}
 
 
 def _binarize_for(cfg: RunConfig, split: str) -> str | None:
@@ -235,17 +236,12 @@ def compare(objectives: Sequence[str], out: str | os.PathLike, base: RunConfig |
     return rows
 
 
-def _describe(cfg: RunConfig) -> str:
-    return ", ".join(f"{o}={list(getattr(cfg, o)) if isinstance(getattr(cfg, o), tuple) else getattr(cfg, o)}"
-                     for o in model_options(cfg.model))
-
-
 def results_markdown(rows: Sequence[dict], base: RunConfig, num_samples: int) -> str:
     """The ``results.md`` table of :func:`compare`."""
     lines = [
         f"# {base.model} on {base.dataset}: objectives compared",
         "",
-        f"Same model ({_describe(base)}), seed {base.seed}, "
+        f"Same model ({', '.join(f'{k}={v}' for k, v in base.model_options().items())}), seed {base.seed}, "
         f"{base.epochs} epochs of batch {base.batch_size}"
         + (f", at most {base.max_time:g} s each" if base.max_time else "") + ". "
         f"Test log-likelihood is IWAE-{num_samples} (nats per datapoint, ± standard error).",

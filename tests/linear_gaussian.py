@@ -37,6 +37,14 @@ class LinearGaussian(nn.Module):
     c = property(lambda self: self.enc["c"])
     log_s = property(lambda self: self.enc["log_s"])
 
+    def shift_guide(self, c: float = 0.0, log_s: float = 0.0) -> "LinearGaussian":
+        """Moves the guide off the exact posterior (in place), so that bounds are
+        strict and guide gradients are non-zero; returns ``self``."""
+        with torch.no_grad():
+            self.c.add_(c)
+            self.log_s.add_(log_s)
+        return self
+
     def exact_posterior_params(self):
         W, b, s2 = self.W.detach(), self.b.detach(), self.sigma**2
         cov = torch.linalg.inv(torch.eye(self.z_dim, dtype=W.dtype) + W.T @ W / s2)

@@ -8,9 +8,7 @@ from pyro_deepgen.infer import IWAE, STL
 
 
 def test_gradient_snr_matches_direct_statistics():
-    lg = LinearGaussian()
-    with torch.no_grad():
-        lg.c.add_(0.5)
+    lg = LinearGaussian().shift_guide(c=0.5)
     x = lg.sample_x(8)
     pyro.set_rng_seed(0)
     stats = gradient_snr(lg.model, lg.guide, IWAE(3), (x,), num_draws=50)
@@ -45,9 +43,7 @@ def test_warm_up_trains_only_the_objectives_own_parameters():
     from pyro_deepgen.diagnostics import warm_up_objective
     from pyro_deepgen.infer import NVIL
 
-    lg = LinearGaussian()
-    with torch.no_grad():
-        lg.c.add_(0.5)
+    lg = LinearGaussian().shift_guide(c=0.5)
     x = lg.sample_x(64)
     before = {n: p.detach().clone() for n, p in lg.named_parameters()}
     loss = NVIL(normalize=False)

@@ -22,11 +22,7 @@ from pyro_deepgen.infer import IWAE, NVIL, RWS, STL, VIMCO, Reinforce, WakeSleep
 
 
 def _lg(x_n=1, shift=0.4):
-    lg = LinearGaussian(x_dim=3, z_dim=2)
-    with torch.no_grad():  # move the guide off the posterior: non-zero gradients
-        lg.c.add_(shift)
-        lg.log_s.add_(0.2)
-    return lg
+    return LinearGaussian(x_dim=3, z_dim=2).shift_guide(c=shift, log_s=0.2)
 
 
 def exact_elbo_grads(lg, x):

@@ -76,7 +76,7 @@ class RWS(Objective):
         w = self._weights(model, guide, args, kwargs, detach_samples=True)
         log_w = w.log_w
         weights = torch.softmax(log_w.detach(), dim=0)
-        bound = log_mean_exp(log_w.detach()) if self.num_particles > 1 else log_w.detach()[0]
+        bound = log_mean_exp(log_w.detach())
         model_sur = (weights * w.log_p).sum(0).sum() * w.scale
         guide_sur = torch.zeros(())
         if self.phi in ("wake", "both"):
