@@ -64,8 +64,7 @@ class IWAE(Objective):
         log_w = w.log_w
         bound = log_mean_exp(log_w)
         if self.gradient == "dreg":
-            lq = w.log_q_at_detached_values()
-            log_w_stl = log_w + (lq - lq.detach())  # no direct dependence on guide params
+            log_w_stl = w.log_w_path()  # no direct dependence on guide params
             weights = torch.softmax(log_w.detach(), dim=0)
             guide_sur = (weights.pow(2) * log_w_stl).sum(0)
             return Terms(bound=bound.sum() * w.scale, model_surrogate=bound.sum() * w.scale,

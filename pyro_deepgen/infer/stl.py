@@ -19,9 +19,9 @@ class STL(Objective):
     Gradient Estimators for Variational Inference", 2017, arXiv:1703.09194.
 
     Pyro's ``Trace_ELBO`` keeps that term for reparameterized sites. Here it is
-    removed by adding :math:`\log q_\phi(\bar z|x)` at the detached sample
-    :math:`\bar z` with its value subtracted, which works for any guide
-    distribution, flows included. Every guide site must be reparameterized.
+    removed by :meth:`~pyro_deepgen.infer.weights.LogWeights.log_w_path`,
+    which works for any guide distribution, flows included. Every guide site
+    must be reparameterized.
 
     :param num_particles: particles per datapoint (averaged).
 
@@ -41,7 +41,6 @@ class STL(Objective):
 
     def _terms(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> Terms:
         w = self._weights(model, guide, args, kwargs)
-        lq = w.log_q_at_detached_values()
         elbo = w.log_w.mean(0)
-        surrogate = (w.log_w + (lq - lq.detach())).mean(0)
+        surrogate = w.log_w_path().mean(0)
         return Terms(bound=elbo.sum() * w.scale, surrogate=surrogate.sum() * w.scale, weights=w)

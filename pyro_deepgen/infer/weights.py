@@ -22,6 +22,8 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_model_guide_match
 
+from pyro_deepgen.infer.path import path_log_prob
+
 __all__ = ["LogWeights", "log_weights", "DetachSamples", "PARTICLE_PLATE"]
 
 PARTICLE_PLATE = "particles"
@@ -49,10 +51,13 @@ class _Reducer:
     use_scale: bool
     data_plate: str
 
-    def __call__(self, site: dict, value: torch.Tensor | None = None) -> torch.Tensor:
-        """``site``'s log density (at ``value``, default its own) as ``(k, batch)``."""
+    def __call__(self, site: dict, value: torch.Tensor | None = None,
+                 log_prob: Callable | None = None) -> torch.Tensor:
+        """``site``'s log density (at ``value``, default its own) as ``(k, batch)``;
+        ``log_prob(fn, value)`` replaces ``fn.log_prob(value)``."""
         _data_frame(site, self.data_plate)
-        lp = site["fn"].log_prob(site["value"] if value is None else value)
+        value = site["value"] if value is None else value
+        lp = site["fn"].log_prob(value) if log_prob is None else log_prob(site["fn"], value)
         if site["mask"] is not None:
             lp = lp * site["mask"]
         if self.use_scale and not (isinstance(site["scale"], float) and site["scale"] == self.plate_scale):
@@ -96,13 +101,18 @@ class LogWeights:
         return [s for s in self.guide_trace.nodes.values()
                 if s["type"] == "sample" and not s["is_observed"]]
 
-    def log_q_at_detached_values(self) -> torch.Tensor:
-        """``log q`` with each site's value detached: its gradient is the score
-        (the guide parameters' direct dependence), none through the samples."""
+    def log_q_path(self) -> torch.Tensor:
+        """``log q`` whose gradient is the path derivative only, through the
+        samples (STL, DReG); flows without an inverse included."""
         total = torch.zeros(())
         for site in self.guide_sites():
-            total = total + self._reduce(site, site["value"].detach())
+            total = total + self._reduce(site, log_prob=path_log_prob)
         return total.expand(self._reduce.k, self._reduce.batch)
+
+    def log_w_path(self) -> torch.Tensor:
+        """``log_w`` with the guide's score term removed: the same value, and
+        with respect to the guide's parameters only the path derivative."""
+        return self.log_p - self.log_q_path()
 
     def non_reparameterized_sites(self) -> list[str]:
         return [s["name"] for s in self.guide_sites() if not getattr(s["fn"], "has_rsample", False)]
