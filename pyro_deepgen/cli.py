@@ -24,13 +24,22 @@ def _run_options(p: argparse.ArgumentParser, epochs: int) -> None:
 
     g = p.add_argument_group("run")
     g.add_argument("--dataset", default="digits", help="digits | binarized_mnist | mnist | frey")
-    g.add_argument("--model", default="vae", help="vae | sbn | categorical-vae")
+    g.add_argument("--model", default="vae", help="vae | sbn | categorical-vae | nice | realnvp")
     g.add_argument("--z-dim", type=int, default=50,
                    help="latent size (sbn: its one layer of Bernoulli latents; "
                         "categorical-vae: the number of 10-class one-hot variables)")
     g.add_argument("--hidden", type=_ints, default=(200, 200), help="e.g. 200,200")
     g.add_argument("--activation", default="tanh")
     g.add_argument("--likelihood", default="bernoulli", help="bernoulli | gaussian")
+    g.add_argument("--flow", default=None,
+                   help="flow guide: planar | radial | sylvester | iaf | coupling | householder "
+                        "(vae; default: the diagonal Gaussian guide)")
+    g.add_argument("--num-flows", type=int, default=4, help="transforms in the flow guide")
+    g.add_argument("--beta", type=float, default=1.0, help="factor on the latent sites' KL")
+    g.add_argument("--kl-warmup", type=int, default=0,
+                   help="steps over which the KL factor rises linearly from 0 to beta")
+    g.add_argument("--free-bits", type=float, default=0.0,
+                   help="nats per latent unit below which a unit's KL is held constant")
     g.add_argument("--binarize", default="auto", choices=BINARIZE)
     g.add_argument("--epochs", type=int, default=epochs)
     g.add_argument("--batch-size", type=int, default=128)
@@ -51,6 +60,8 @@ def _config(args: argparse.Namespace, objective: str):
     return RunConfig(
         dataset=args.dataset, model=args.model, objective=objective, z_dim=args.z_dim,
         hidden=args.hidden, activation=args.activation, likelihood=args.likelihood,
+        flow=args.flow, num_flows=args.num_flows, beta=args.beta, kl_warmup=args.kl_warmup,
+        free_bits=args.free_bits,
         binarize=args.binarize, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, device=args.device, max_time=args.max_time, patience=args.patience,
         checkpoint_every=args.checkpoint_every, data_root=args.data_root, download=args.download)
@@ -82,8 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
 
-    p = sub.add_parser("compare", help="train and evaluate one model per objective")
+    p = sub.add_parser("compare", help="train and evaluate one model per objective and guide")
     p.add_argument("--objectives", default="elbo,meanfield,iwae-5")
+    p.add_argument("--flows", default=None,
+                   help="guides side by side, e.g. none,planar,iaf (none: the diagonal guide); "
+                        "default: --flow")
     p.add_argument("--out", default="runs/compare")
     p.add_argument("--num-samples", type=int, default=1000, help="k of the test IWAE-k")
     _run_options(p, epochs=100)
@@ -106,19 +120,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = experiment.evaluate_run(args.run, num_samples=args.num_samples, split=args.split,
                                              batch_size=args.batch_size, device=args.device,
                                              limit=args.limit, seed=args.seed)
+            extra = (f"active units {result['active_units']}/{result['latent_dim']}, "
+                     f"KL {result['kl']:.2f}" if "kl" in result else
+                     f"{result['bits_per_dim']:.3f} bits/dim" if "bits_per_dim" in result else "")
             print(f"{args.split} log-likelihood (IWAE-{args.num_samples}): "
                   f"{result['log_likelihood']:.3f} ± {result['log_likelihood_stderr']:.3f} nats "
                   f"over {result['num_datapoints']} datapoints "
-                  f"(ELBO {result['elbo']:.3f}, active units {result['active_units']}/"
-                  f"{result['latent_dim']}, {result['seconds']:.1f} s)")
+                  f"(ELBO {result['elbo']:.3f}, {extra}, {result['seconds']:.1f} s)")
         elif args.command == "sample":
             for path in experiment.sample_run(args.run, args.out, n=args.n, seed=args.seed):
                 print(path)
         elif args.command == "compare":
             objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
             base = _config(args, objectives[0] if objectives else "elbo")
+            flows = ([f.strip() for f in args.flows.split(",") if f.strip()] if args.flows
+                     else [base.flow])
+            flows = [None if f == "none" else f for f in flows]
             experiment.compare(objectives, args.out, base=base, num_samples=args.num_samples,
-                               progress=not args.quiet)
+                               progress=not args.quiet, flows=flows)
             print((Path(args.out) / "results.md").read_text())
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"pyro-deepgen {args.command}: error: {e}", file=sys.stderr)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from pyro.distributions import TorchDistribution, constraints
+from pyro.distributions import Bernoulli, TorchDistribution, constraints
 from torch.nn.functional import softplus
 
 __all__ = ["IndependentBernoulli"]
@@ -37,6 +37,11 @@ class IndependentBernoulli(TorchDistribution):
         batch_shape = torch.Size(batch_shape)
         return IndependentBernoulli(self.logits.expand(batch_shape + self.event_shape),
                                     validate_args=False)
+
+    def to_independent(self) -> TorchDistribution:
+        """The same distribution as ``Bernoulli(logits).to_event(1)``: per-unit
+        log densities and closed-form KL (see :mod:`pyro_deepgen.infer.kl`)."""
+        return Bernoulli(logits=self.logits, validate_args=False).to_event(1)
 
     @property
     def probs(self) -> torch.Tensor:

@@ -24,15 +24,18 @@ from torch.utils.data import TensorDataset
 
 from pyro_deepgen import plots
 from pyro_deepgen.data import DATASETS, image_shape, load_dataset
+from pyro_deepgen.diagnostics import kl_per_unit, mutual_information
 from pyro_deepgen.evaluate import active_units, elbo, log_likelihood
-from pyro_deepgen.infer import make_objective
-from pyro_deepgen.models import build_model, load_model, model_options, save_model
+from pyro_deepgen.infer import KLSchedule, make_objective
+from pyro_deepgen.models import (DequantizedDataset, bits_per_dim, build_model, dequantize, load_model,
+                                 model_options, model_spec, save_model)
 from pyro_deepgen.train import fit
 
 __all__ = [
     "BINARIZE",
     "RunConfig",
     "compare",
+    "compare_runs",
     "dataset_for",
     "evaluate_run",
     "load_run_config",
@@ -61,6 +64,8 @@ class RunConfig:
     hidden: tuple[int, ...] = (200, 200)
     activation: str = "tanh"
     likelihood: str = "bernoulli"
+    flow: str | None = None
+    num_flows: int = 4
     binarize: str = "auto"
     epochs: int = 10
     batch_size: int = 128
@@ -72,21 +77,54 @@ class RunConfig:
     checkpoint_every: int | None = None
     data_root: str | None = None
     download: bool = False
+    beta: float = 1.0
+    kl_warmup: int = 0
+    free_bits: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
         if self.binarize not in BINARIZE:
             raise ValueError(f"unknown binarize {self.binarize!r}; valid: {', '.join(BINARIZE)}")
-        make_objective(self.objective)  # fail early on a bad name
-        model_options(self.model)
+        if self.flow in ("none", ""):
+            self.flow = None
+        make_objective(self.objective, self.kl_schedule())  # fail early on a bad name or schedule
+        options = model_options(self.model)
+        if self.flow is not None and "flow" not in options:
+            raise ValueError(f"model {self.model!r} takes no flow guide; flows: --model vae")
+        if self.flow is not None:
+            from pyro_deepgen.guides import FLOWS
+            if self.flow not in FLOWS:
+                raise ValueError(f"unknown flow {self.flow!r}; valid: none, {', '.join(FLOWS)}")
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; valid: {', '.join(sorted(DATASETS))}")
 
+    def kl_schedule(self) -> KLSchedule | None:
+        """The KL schedule of ``beta``, ``kl_warmup`` and ``free_bits`` (``None`` if plain)."""
+        s = KLSchedule(beta=self.beta, warmup=self.kl_warmup, free_bits=self.free_bits)
+        return None if s.is_identity else s
+
+    @property
+    def name(self) -> str:
+        """The objective, with the flow guide and KL schedule when there are any."""
+        parts = [self.objective]
+        if self.flow:
+            parts.append(f"{self.flow}-{self.num_flows}")
+        if self.beta != 1:
+            parts.append(f"beta-{self.beta:g}")
+        if self.kl_warmup:
+            parts.append(f"warmup-{self.kl_warmup}")
+        if self.free_bits:
+            parts.append(f"freebits-{self.free_bits:g}")
+        return "+".join(parts)
+
     def model_options(self) -> dict[str, Any]:
         """The run options that the model takes (tuples as lists, as in JSON)."""
-        return {o: list(v) if isinstance(v, tuple) else v
+        opts = {o: list(v) if isinstance(v, tuple) else v
                 for o in model_options(self.model) for v in [getattr(self, o)]}
+        if opts.get("flow", 0) is None:  # the diagonal guide: as before flows existed
+            del opts["flow"], opts["num_flows"]
+        return opts
 
     def model_config(self, x_dim: int) -> dict[str, Any]:
         """Keyword arguments of the model's constructor."""
@@ -97,7 +135,7 @@ def _binarize_for(cfg: RunConfig, split: str) -> str | None:
     """``auto``: binary data as stored; grey data with a Bernoulli likelihood is
     binarized afresh each epoch for training and once, with a fixed seed, for
     validation and test."""
-    if cfg.binarize == "none":
+    if cfg.binarize == "none" or model_spec(cfg.model).dequantize:
         return None
     if cfg.binarize != "auto":
         return cfg.binarize
@@ -107,9 +145,17 @@ def _binarize_for(cfg: RunConfig, split: str) -> str | None:
 
 
 def dataset_for(cfg: RunConfig, split: str) -> TensorDataset:
-    """The split of ``cfg.dataset``, binarized as ``cfg`` says."""
-    return load_dataset(cfg.dataset, split=split, root=cfg.data_root, download=cfg.download,
+    """The split of ``cfg.dataset``, binarized as ``cfg`` says; for a density
+    model (NICE, RealNVP) dequantized instead, afresh each epoch for training
+    and once, with a fixed seed, for validation and test."""
+    data = load_dataset(cfg.dataset, split=split, root=cfg.data_root, download=cfg.download,
                         binarize=_binarize_for(cfg, split), seed=cfg.seed)
+    if not model_spec(cfg.model).dequantize:
+        return data
+    x, *rest = data.tensors
+    if split == "train":
+        return DequantizedDataset(x, *rest)
+    return TensorDataset(dequantize(x, generator=torch.Generator().manual_seed(cfg.seed)), *rest)
 
 
 def load_run_config(directory: str | os.PathLike) -> RunConfig:
@@ -138,7 +184,9 @@ def train_run(cfg: RunConfig, out: str | os.PathLike, progress: bool = True) -> 
     pyro.set_rng_seed(cfg.seed)
     x_dim = train.tensors[0].shape[1]
     module = build_model(cfg.model, **cfg.model_config(x_dim))
-    history = fit(module.model, module.guide, train, make_objective(cfg.objective),
+    if hasattr(module, "initialize_scale") and not (out / "checkpoint.pt").exists():
+        module.initialize_scale(train.tensors[0][:1000])
+    history = fit(module.model, module.guide, train, make_objective(cfg.objective, cfg.kl_schedule()),
                   epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                   val_dataset=val, patience=cfg.patience, out=out, device=cfg.device,
                   max_time=cfg.max_time, checkpoint_every=cfg.checkpoint_every, progress=progress)
@@ -165,15 +213,30 @@ def evaluate_run(directory: str | os.PathLike, num_samples: int = 5000, split: s
                         batch_size=batch_size, device=device)
     seconds = time.perf_counter() - t0
     el = elbo(module.model, module.guide, data, device=device)
-    au = active_units(module.guide, data, device=device)
     n = ll.numel()
     result = {
         "split": split, "num_datapoints": n, "num_samples": num_samples,
         "log_likelihood": ll.mean().item(),
         "log_likelihood_stderr": (ll.std().item() / math.sqrt(n)) if n > 1 else float("nan"),
-        "elbo": el.mean().item(), "active_units": au.num_active,
-        "latent_dim": au.variance.numel(), "seconds": seconds,
+        "elbo": el.mean().item(), "seconds": seconds,
     }
+    if model_spec(cfg.model).dequantize:
+        result["bits_per_dim"] = float(bits_per_dim(result["log_likelihood"], data.tensors[0].shape[1]))
+    kls = kl_per_unit(module.model, module.guide, data, device=device)
+    if kls:  # latent variables: collapse diagnostics
+        result["kl_per_unit"] = {k: v.tolist() for k, v in kls.items()}
+        result["kl"] = sum(v.sum().item() for v in kls.values())
+        result["active_units_per_site"] = {}
+        for site in kls:
+            au = active_units(module.guide, data, site=site, device=device)
+            result["active_units_per_site"][site] = au.num_active
+        result["active_units"] = sum(result["active_units_per_site"].values())
+        result["latent_dim"] = sum(v.numel() for v in kls.values())
+        try:
+            result["mutual_information"] = mutual_information(module.guide, data, site=next(iter(kls)),
+                                                              device=device)
+        except ValueError as e:  # e.g. a flow guide without an inverse
+            logger.info("no mutual information: %s", e)
     (directory / EVALUATION).write_text(json.dumps(result, indent=2))
     torch.save(ll, directory / "log_likelihood.pt")
     return result
@@ -198,21 +261,35 @@ def sample_run(directory: str | os.PathLike, out: str | os.PathLike, n: int = 64
 
 
 def compare(objectives: Sequence[str], out: str | os.PathLike, base: RunConfig | None = None,
-            num_samples: int = 1000, progress: bool = True) -> list[dict[str, Any]]:
-    """Trains ``base`` once per objective on the same budget and seed, evaluates
-    each on the test split, and writes ``results.json``, ``results.md``,
-    ``curves.png`` and ``samples_<objective>.png`` into ``out``."""
+            num_samples: int = 1000, progress: bool = True,
+            flows: Sequence[str | None] = (None,)) -> list[dict[str, Any]]:
+    """Trains ``base`` once per objective and flow guide (``None``: the
+    diagonal guide) on the same budget and seed; see :func:`compare_runs`."""
     base = base or RunConfig()
-    objectives = list(objectives)
+    objectives, flows = list(objectives), list(flows) or [None]
     if not objectives:
         raise ValueError("compare needs at least one objective")
-    for name in objectives:
-        make_objective(name)
+    configs = [dataclasses.replace(base, objective=o, flow=f) for o in objectives for f in flows]
+    return compare_runs(configs, out, num_samples=num_samples, progress=progress)
+
+
+def compare_runs(configs: Sequence[RunConfig], out: str | os.PathLike, num_samples: int = 1000,
+                 progress: bool = True) -> list[dict[str, Any]]:
+    """Trains each configuration into ``out/<name>`` (see :attr:`RunConfig.name`),
+    evaluates each on the test split (IWAE-``num_samples``, ELBO and the collapse
+    diagnostics), and writes ``results.json``, ``results.md``, ``curves.png``,
+    ``kl_units.png`` and ``samples_<name>.png`` into ``out``."""
+    configs = list(configs)
+    if not configs:
+        raise ValueError("compare needs at least one run")
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"compare got the same run twice: {names}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows, histories = [], {}
-    for name in objectives:
-        cfg = dataclasses.replace(base, objective=name)
+    rows, histories, kls = [], {}, {}
+    for cfg in configs:
+        name = cfg.name
         run_dir = out / name
         history = train_run(cfg, run_dir, progress=progress)
         histories[name] = history
@@ -220,41 +297,62 @@ def compare(objectives: Sequence[str], out: str | os.PathLike, base: RunConfig |
         sample_run(run_dir, out / f"samples_{name}.png", seed=cfg.seed)
         epochs = [r for r in history if r.get("complete", True)]
         rows.append({
-            "objective": name, "test_log_likelihood": ev["log_likelihood"],
+            "run": name, "objective": cfg.objective, "test_log_likelihood": ev["log_likelihood"],
             "test_log_likelihood_stderr": ev["log_likelihood_stderr"], "test_elbo": ev["elbo"],
-            "active_units": ev["active_units"], "latent_dim": ev["latent_dim"],
+            **{k: ev[k] for k in ("kl", "active_units", "latent_dim", "mutual_information",
+                                  "bits_per_dim") if k in ev},
             "epochs": len(epochs),
             "seconds_per_epoch": statistics.median(r["seconds"] for r in epochs) if epochs else float("nan"),
         })
+        if "kl_per_unit" in ev:
+            kls[name] = torch.tensor([v for unit in ev["kl_per_unit"].values() for v in unit])
         logger.info("%s: %s", name, rows[-1])
+    base = configs[0]
     plots.save_figure(plots.training_curves(histories, title=f"{base.model} on {base.dataset}"),
                       out / "curves.png")
-    meta = {"config": dataclasses.asdict(base), "num_samples": num_samples,
+    if kls:
+        plots.save_figure(plots.kl_per_unit(kls, title="KL per latent unit (test set)"),
+                          out / "kl_units.png")
+    meta = {"configs": [dataclasses.asdict(c) for c in configs], "num_samples": num_samples,
             "torch_threads": torch.get_num_threads()}
     (out / "results.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
-    (out / "results.md").write_text(results_markdown(rows, base, num_samples))
+    (out / "results.md").write_text(results_markdown(rows, configs, num_samples, kl_figure=bool(kls)))
     return rows
 
 
-def results_markdown(rows: Sequence[dict], base: RunConfig, num_samples: int) -> str:
-    """The ``results.md`` table of :func:`compare`."""
+def _fmt(r: dict, key: str, spec: str) -> str:
+    return format(r[key], spec) if r.get(key) is not None else "–"
+
+
+def results_markdown(rows: Sequence[dict], configs: Sequence[RunConfig], num_samples: int,
+                     kl_figure: bool = False) -> str:
+    """The ``results.md`` table of :func:`compare_runs`."""
+    base = configs[0]
+    varying = sorted(k for k in dataclasses.asdict(base)
+                     if any(getattr(c, k) != getattr(base, k) for c in configs))
     lines = [
-        f"# {base.model} on {base.dataset}: objectives compared",
+        f"# {base.model} on {base.dataset}: runs compared",
         "",
         f"Same model ({', '.join(f'{k}={v}' for k, v in base.model_options().items())}), seed {base.seed}, "
         f"{base.epochs} epochs of batch {base.batch_size}"
-        + (f", at most {base.max_time:g} s each" if base.max_time else "") + ". "
-        f"Test log-likelihood is IWAE-{num_samples} (nats per datapoint, ± standard error).",
+        + (f", at most {base.max_time:g} s each" if base.max_time else "") + "; "
+        f"runs differ in {', '.join(varying) or 'nothing'}. "
+        f"Test log-likelihood is IWAE-{num_samples} (nats per datapoint, ± standard error); "
+        "KL is the test set's mean KL(q(z|x) || p(z)) summed over latent units, MI the mutual "
+        "information I(x; z) under q.",
         "",
-        "| objective | test log p(x) | test ELBO | active units | epochs | s/epoch |",
-        "|---|---|---|---|---|---|",
+        "| run | test log p(x) | test ELBO | KL | active units | MI | epochs | s/epoch |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        units = f"{r['active_units']}/{r['latent_dim']}" if "active_units" in r else "–"
         lines.append(
-            f"| {r['objective']} | {r['test_log_likelihood']:.2f} ± {r['test_log_likelihood_stderr']:.2f} "
-            f"| {r['test_elbo']:.2f} | {r['active_units']}/{r['latent_dim']} | {r['epochs']} "
-            f"| {r['seconds_per_epoch']:.3f} |")
+            f"| {r['run']} | {r['test_log_likelihood']:.2f} ± {r['test_log_likelihood_stderr']:.2f} "
+            f"| {r['test_elbo']:.2f} | {_fmt(r, 'kl', '.2f')} | {units} "
+            f"| {_fmt(r, 'mutual_information', '.2f')} | {r['epochs']} | {r['seconds_per_epoch']:.3f} |")
     lines += ["", "s/epoch is the median over complete epochs (the first one includes warm-up).", "",
               "![training curves](curves.png)", ""]
-    lines += [f"![{r['objective']} samples](samples_{r['objective']}.png)" for r in rows]
+    if kl_figure:
+        lines += ["![KL per unit](kl_units.png)", ""]
+    lines += [f"![{r['run']} samples](samples_{r['run']}.png)" for r in rows]
     return "\n".join(lines) + "\n"

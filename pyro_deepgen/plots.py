@@ -10,7 +10,8 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
-__all__ = ["image_grid", "training_curves", "latent_manifold", "snr_against_k", "save_figure"]
+__all__ = ["image_grid", "training_curves", "latent_manifold", "snr_against_k", "kl_per_unit",
+           "save_figure"]
 
 
 def _tile(images: torch.Tensor, image_shape: Sequence[int], nrow: int) -> torch.Tensor:
@@ -85,6 +86,23 @@ def snr_against_k(curves: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]
         ax.set(xscale="log", yscale="log", xlabel="k (particles)", ylabel=ylabel, title=group)
         ax.grid(alpha=0.3, which="both")
         ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def kl_per_unit(kls: Mapping[str, torch.Tensor], threshold: float | None = None,
+                title: str | None = None) -> Figure:
+    """Per-unit KL (nats) of each run, sorted from largest to smallest, against
+    the unit's rank: collapsed units sit at zero on the right."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for label, kl in kls.items():
+        values = torch.as_tensor(kl).detach().flatten().sort(descending=True).values.cpu()
+        ax.plot(range(1, values.numel() + 1), values.numpy(), marker=".", label=label)
+    if threshold is not None:
+        ax.axhline(threshold, color="grey", linestyle=":", label=f"{threshold:g} nats")
+    ax.set(xlabel="unit (sorted by KL)", ylabel="KL(q(z_j|x) || p(z_j)) (nats)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
     fig.tight_layout()
     return fig
 

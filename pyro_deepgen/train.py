@@ -139,6 +139,9 @@ def fit(
         after that many epochs without improvement and the best parameters are
         restored.
     :param max_time: stop after this many seconds of training (a budget).
+        With a KL schedule on ``loss`` (:func:`~pyro_deepgen.infer.with_kl`), the
+        history records its factor (``kl_weight``), ``train_loss`` is the
+        modified objective's and ``val_elbo`` the plain ELBO.
     :param callbacks: called with each epoch's history record.
     :raises FloatingPointError: on a NaN or infinite loss, naming the step;
         the last good checkpoint is left as it was.
@@ -169,6 +172,12 @@ def fit(
     steps_per_epoch = n // batch_size if drop_last else -(-n // batch_size)
     if steps_per_epoch == 0:
         raise ValueError(f"drop_last with batch_size={batch_size} > {n} datapoints leaves no batch")
+
+    kl = getattr(loss, "kl", None)
+    if kl is not None and kl.warmup > epochs * steps_per_epoch:
+        raise ValueError(
+            f"the KL warm-up of {kl.warmup} steps does not fit in the run: {epochs} epochs of "
+            f"{steps_per_epoch} steps make {epochs * steps_per_epoch} steps")
 
     history: list[dict] = []
     epoch, start_batch, step = 0, 0, 0
@@ -243,6 +252,8 @@ def fit(
             record = {"epoch": epoch + 1, "step": step,
                       "train_loss": epoch_loss / max(epoch_seen, 1),
                       "seconds": epoch_seconds, "complete": not out_of_time}
+            if kl is not None:
+                record["kl_weight"] = kl.factor(max(loss.kl_step - 1, 0))  # at the epoch's last step
             if val_dataset is not None:
                 val = evaluate_elbo(model, guide, val_dataset, num_samples=val_num_samples,
                                     pass_labels=pass_labels, device=device).mean().item()

@@ -1,4 +1,5 @@
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -37,16 +38,42 @@ def test_compare_writes_table_json_and_plots(tmp_path):
     for r in res["results"]:
         assert r["test_log_likelihood"] <= 0 and r["epochs"] == 2 and r["seconds_per_epoch"] > 0
         assert 0 <= r["active_units"] <= 4
+        assert r["kl"] > 0 and 0 <= r["mutual_information"] <= math.log(360)  # 360 test digits
     md = (out / "results.md").read_text()
-    assert "| objective | test log p(x) | test ELBO | active units | epochs | s/epoch |" in md
-    for f in ["curves.png", "samples_elbo.png", "samples_iwae-3.png"]:
+    assert "| run | test log p(x) | test ELBO | KL | active units | MI | epochs | s/epoch |" in md
+    for f in ["curves.png", "kl_units.png", "samples_elbo.png", "samples_iwae-3.png"]:
         assert (out / f).stat().st_size > 0
+
+
+def test_compare_puts_flow_guides_and_kl_schedules_side_by_side(tmp_path):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--dataset", "digits", "--objectives", "elbo", "--flows", "none,planar",
+                 "--num-flows", "2", "--epochs", "2", "--z-dim", "3", "--hidden", "16",
+                 "--kl-warmup", "10", "--free-bits", "0.1", "--num-samples", "5", "--out", str(out),
+                 "--quiet"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    names = ["elbo+warmup-10+freebits-0.1", "elbo+planar-2+warmup-10+freebits-0.1"]
+    assert [r["run"] for r in res["results"]] == names
+    for name in names:
+        history = json.loads((out / name / "history.json").read_text())
+        assert [r["kl_weight"] for r in history] == [1.0, 1.0]  # 11 steps per epoch
+        ev = json.loads((out / name / "evaluation.json").read_text())
+        assert ev["kl"] == pytest.approx(sum(ev["kl_per_unit"]["z"]))
+        assert len(ev["kl_per_unit"]["z"]) == (3 if "planar" not in name else 1)
+    assert json.loads((out / names[1] / "model.json").read_text())["config"]["flow"] == "planar"
+    assert "flow" not in json.loads((out / names[0] / "model.json").read_text())["config"]
 
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--objective", "elbow", "--out", "x"], "unknown objective 'elbow'; valid: "),
     (["train", "--dataset", "cifar", "--out", "x"], "unknown dataset 'cifar'; valid: "),
     (["compare", "--objectives", "elbo,vimco"], "unknown objective 'vimco'"),
+    (["train", "--flow", "glow", "--out", "x"], "unknown flow 'glow'; valid: none, planar, "),
+    (["train", "--model", "sbn", "--flow", "iaf", "--out", "x"], "model 'sbn' takes no flow guide"),
+    (["train", "--beta", "-1", "--out", "x"], "beta must be a finite number >= 0; got -1.0"),
+    (["train", "--free-bits", "-0.5", "--out", "x"], "free bits must be a finite number of nats >= 0"),
+    (["train", "--kl-warmup", "100000", "--epochs", "1", "--out", "w"],
+     "the KL warm-up of 100000 steps does not fit in the run: 1 epochs of 11 steps make 11 steps"),
     (["evaluate", "no/such/run"], "is not a training run"),
 ])
 def test_bad_names_list_the_valid_ones(argv, message, capsys, tmp_path, monkeypatch):

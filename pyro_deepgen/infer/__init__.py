@@ -1,6 +1,7 @@
 """Objectives (``pyro.infer.ELBO`` subclasses) and their registry."""
 
 from pyro_deepgen.infer.iwae import IWAE
+from pyro_deepgen.infer.kl import KLSchedule, with_kl
 from pyro_deepgen.infer.nvil import NVIL
 from pyro_deepgen.infer.objective import Objective, Terms
 from pyro_deepgen.infer.registry import (
@@ -18,6 +19,7 @@ from pyro_deepgen.infer.weights import DetachSamples, LogWeights, log_weights
 __all__ = [
     "DetachSamples",
     "IWAE",
+    "KLSchedule",
     "LogWeights",
     "NVIL",
     "OBJECTIVES",
@@ -32,4 +34,5 @@ __all__ = [
     "make_objective",
     "objective_names",
     "register_objective",
+    "with_kl",
 ]

@@ -66,7 +66,10 @@ class IWAE(Objective):
         if self.gradient == "dreg":
             log_w_stl = w.log_w_path()  # no direct dependence on guide params
             weights = torch.softmax(log_w.detach(), dim=0)
-            guide_sur = (weights.pow(2) * log_w_stl).sum(0)
+            c = w.kl_factor  # a KL factor c turns w^2 into (1 - c) w + c w^2
+            if c is None:
+                raise ValueError("DReG needs one KL factor for all latent units (no free bits)")
+            guide_sur = (((1 - c) * weights + c * weights.pow(2)) * log_w_stl).sum(0)
             return Terms(bound=bound.sum() * w.scale, model_surrogate=bound.sum() * w.scale,
                          guide_surrogate=guide_sur.sum() * w.scale, weights=w)
         surrogate = bound

@@ -91,10 +91,21 @@ class Objective(ELBO):
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting,
                          vectorize_particles=True)
         self.max_plate_nesting = max_plate_nesting
+        #: a :class:`~pyro_deepgen.infer.kl.KLSchedule` on the latent sites' KL
+        #: terms (set by :func:`~pyro_deepgen.infer.kl.with_kl`), and its step count
+        self.kl = None
+        self.kl_analytic = False
+        self.kl_step = 0
+
+    def kl_weight(self) -> float | None:
+        """The KL factor that the next training step uses (``None`` without a schedule)."""
+        return None if self.kl is None else self.kl.factor(self.kl_step)
 
     def _weights(self, model: Callable, guide: Callable, args, kwargs, **options: Any) -> LogWeights:
         w = log_weights(model, guide, args, kwargs, self.num_particles, self.max_plate_nesting,
                         **options)
+        if self.kl is not None:
+            w = self.kl.apply(w, self.kl_step, analytic=self.kl_analytic)
         if self.needs_reparam:
             bad = w.non_reparameterized_sites()
             if bad:
@@ -109,11 +120,17 @@ class Objective(ELBO):
         Pyro's param store, so that a checkpoint can be loaded into them."""
 
     def get_state(self) -> dict[str, Any]:
-        """The objective's running state (e.g. baseline averages) for checkpoints."""
-        return {}
+        """The objective's running state (e.g. baseline averages, the KL
+        schedule's step) for checkpoints."""
+        return {"kl_step": self.kl_step}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restores what :meth:`get_state` returned."""
+        self.kl_step = state.get("kl_step", 0)
+
+    def _count_step(self) -> None:
+        if torch.is_grad_enabled():
+            self.kl_step += 1
 
     def _get_trace(self, model: Callable, guide: Callable, args, kwargs):
         w = log_weights(model, guide, args, kwargs, self.num_particles, self.max_plate_nesting)
@@ -138,6 +155,7 @@ class Objective(ELBO):
         loss = -t.surrogate
         if t.extra_loss is not None:
             loss = loss + t.extra_loss
+        self._count_step()
         return loss - loss.detach() - t.bound.detach()
 
     def loss_and_grads(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
@@ -150,4 +168,5 @@ class Objective(ELBO):
         else:
             backward_split(t.model_surrogate, t.guide_surrogate, t.weights.model_trace,
                            t.weights.guide_trace, type(self).__name__)
+        self._count_step()
         return -t.bound.detach().item()

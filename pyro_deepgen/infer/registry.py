@@ -13,6 +13,7 @@ from typing import Callable
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_deepgen.infer.iwae import IWAE
+from pyro_deepgen.infer.kl import KLSchedule, with_kl
 from pyro_deepgen.infer.nvil import NVIL
 from pyro_deepgen.infer.reinforce import Reinforce
 from pyro_deepgen.infer.rws import RWS, WakeSleep
@@ -47,14 +48,15 @@ def objective_names() -> list[str]:
     return sorted(f"{n}-K" if s.takes_k else n for n, s in OBJECTIVES.items())
 
 
-def make_objective(name: str) -> ELBO:
-    """Builds the objective called ``name``, e.g. ``"elbo"`` or ``"iwae-50"``."""
+def make_objective(name: str, kl: KLSchedule | None = None) -> ELBO:
+    """Builds the objective called ``name``, e.g. ``"elbo"`` or ``"iwae-50"``,
+    with the KL schedule ``kl`` (see :func:`~pyro_deepgen.infer.kl.with_kl`)."""
     spec = OBJECTIVES.get(name)
     if spec is not None and not spec.takes_k:
-        return spec.factory()
+        return with_kl(spec.factory(), kl)
     m = re.fullmatch(r"(.+)-(\d+)", name)
     if m and m.group(1) in OBJECTIVES and OBJECTIVES[m.group(1)].takes_k:
-        return OBJECTIVES[m.group(1)].factory(int(m.group(2)))
+        return with_kl(OBJECTIVES[m.group(1)].factory(int(m.group(2))), kl)
     hint = f" ({name!r} needs a particle count, e.g. {name}-5)" if spec is not None else ""
     raise ValueError(f"unknown objective {name!r}{hint}; valid: {', '.join(objective_names())}")
 

@@ -86,9 +86,10 @@ class Reinforce(Objective):
                 self._baseline(args[0])
 
     def get_state(self) -> dict[str, Any]:
-        return {"mean": self._mean, "var": self._var, "steps": self._steps}
+        return {**super().get_state(), "mean": self._mean, "var": self._var, "steps": self._steps}
 
     def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
         self._mean, self._var, self._steps = state["mean"], state["var"], state["steps"]
 
     def _update(self, value: float, var: float) -> None:

@@ -21,6 +21,7 @@ from pyro.infer.util import is_validation_enabled
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 from pyro.util import check_model_guide_match
+from torch.distributions import Independent, TransformedDistribution
 
 from pyro_deepgen.infer.path import path_log_prob
 
@@ -55,25 +56,53 @@ class _Reducer:
                  log_prob: Callable | None = None) -> torch.Tensor:
         """``site``'s log density (at ``value``, default its own) as ``(k, batch)``;
         ``log_prob(fn, value)`` replaces ``fn.log_prob(value)``."""
-        _data_frame(site, self.data_plate)
         value = site["value"] if value is None else value
         lp = site["fn"].log_prob(value) if log_prob is None else log_prob(site["fn"], value)
+        return self._reduce(site, lp, 0)
+
+    def units(self, site: dict, log_prob: Callable | None = None) -> torch.Tensor:
+        """``site``'s log density per unit as ``(k, batch, units)``: the elements
+        of the event of an ``Independent`` distribution (e.g. ``Normal(...).to_event(1)``),
+        else the whole site as one unit."""
+        fn, value = site["fn"], site["value"]
+        log_prob = log_prob or (lambda f, v: f.log_prob(v))
+        fn = fn.to_independent() if hasattr(fn, "to_independent") else fn
+        r = 0
+        while isinstance(fn, Independent) and not isinstance(fn.base_dist, TransformedDistribution):
+            r += fn.reinterpreted_batch_ndims
+            fn = fn.base_dist
+        lp = log_prob(fn, value)
+        if r:
+            lp = lp.reshape(lp.shape[:lp.dim() - r] + (-1,))
+        else:
+            lp = lp.unsqueeze(-1)
+        return self._reduce(site, lp, 1)
+
+    def _reduce(self, site: dict, lp: torch.Tensor, units: int) -> torch.Tensor:
+        _data_frame(site, self.data_plate)
+        tail = lp.shape[lp.dim() - units:]
+
+        def batched(t):  # mask or scale over the batch dims: broadcast over units
+            return t.reshape(t.shape + (1,) * units) if torch.is_tensor(t) else t
+
         if site["mask"] is not None:
-            lp = lp * site["mask"]
+            lp = lp * batched(site["mask"])
         if self.use_scale and not (isinstance(site["scale"], float) and site["scale"] == self.plate_scale):
-            lp = lp * (site["scale"] / self.plate_scale)
+            lp = lp * (batched(site["scale"]) / self.plate_scale)
         n = self.max_plate_nesting + 1
-        if lp.dim() > n:
+        if lp.dim() - units > n:
             raise ValueError(
-                f"site {site['name']!r} has batch shape {tuple(lp.shape)} with more than "
-                f"max_plate_nesting={self.max_plate_nesting} plate dims; move event dims with .to_event()"
+                f"site {site['name']!r} has batch shape {tuple(lp.shape[:lp.dim() - units])} with more "
+                f"than max_plate_nesting={self.max_plate_nesting} plate dims; move event dims with "
+                ".to_event()"
             )
-        lp = lp.reshape((1,) * (n - lp.dim()) + lp.shape)
+        lp = lp.reshape((1,) * (n + units - lp.dim()) + lp.shape)
         keep = {0, n + self.data_dim}
         other = [d for d in range(n) if d not in keep]
         if other:
             lp = lp.sum(other, keepdim=True)
-        return lp.reshape(lp.shape[0], lp.shape[n + self.data_dim]).expand(self.k, self.batch)
+        lp = lp.reshape((lp.shape[0], lp.shape[n + self.data_dim]) + tail)
+        return lp.expand((self.k, self.batch) + tail)
 
 
 @dataclass
@@ -92,6 +121,11 @@ class LogWeights:
     model_trace: Any
     guide_trace: Any
     _reduce: _Reducer | None = field(default=None, repr=False)
+    #: set by a KL schedule (:mod:`pyro_deepgen.infer.kl`): a zero-valued
+    #: correction to :meth:`log_w_path`, and the factor on every unit's KL
+    #: (``None`` when the units' factors differ)
+    path_adjust: Callable[[], torch.Tensor] | None = field(default=None, repr=False)
+    kl_factor: float | None = 1.0
 
     @property
     def log_w(self) -> torch.Tensor:
@@ -112,7 +146,8 @@ class LogWeights:
     def log_w_path(self) -> torch.Tensor:
         """``log_w`` with the guide's score term removed: the same value, and
         with respect to the guide's parameters only the path derivative."""
-        return self.log_p - self.log_q_path()
+        log_w = self.log_p - self.log_q_path()
+        return log_w if self.path_adjust is None else log_w + self.path_adjust()
 
     def non_reparameterized_sites(self) -> list[str]:
         return [s["name"] for s in self.guide_sites() if not getattr(s["fn"], "has_rsample", False)]

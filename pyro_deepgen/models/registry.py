@@ -12,21 +12,24 @@ import torch
 from torch import nn
 
 from pyro_deepgen.models.categorical_vae import CategoricalVAE
+from pyro_deepgen.models.nice import NICE, RealNVP
 from pyro_deepgen.models.sbn import SigmoidBeliefNet
 from pyro_deepgen.models.vae import VAE
 
-__all__ = ["MODELS", "ModelSpec", "register_model", "build_model", "model_options", "save_model",
-           "load_model"]
+__all__ = ["MODELS", "ModelSpec", "register_model", "build_model", "model_options", "model_spec",
+           "save_model", "load_model"]
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """A registry entry: ``builder(x_dim=..., **{o: ... for o in options})``, where
     ``options`` are the run options (``z_dim``, ``hidden``, ``likelihood``,
-    ``activation``) that the model takes."""
+    ``activation``, ``flow``, ``num_flows``) that the model takes."""
 
     builder: Callable[..., nn.Module]
     options: tuple[str, ...]
+    #: the model is a density on continuous data: 8-bit data are dequantized, never binarized
+    dequantize: bool = False
 
 
 def _sbn(x_dim: int, z_dim: int = 200, likelihood: str = "bernoulli") -> SigmoidBeliefNet:
@@ -43,10 +46,13 @@ def _categorical(x_dim: int, z_dim: int = 20, hidden=(200,), activation: str = "
 
 
 MODELS: dict[str, ModelSpec] = {
-    "vae": ModelSpec(VAE, ("z_dim", "hidden", "likelihood", "activation")),
+    "vae": ModelSpec(VAE, ("z_dim", "hidden", "likelihood", "activation", "flow", "num_flows")),
     "sbn": ModelSpec(_sbn, ("z_dim", "likelihood")),  # one layer of z_dim Bernoulli latents
     # z_dim one-hot variables of 10 classes each
     "categorical-vae": ModelSpec(_categorical, ("z_dim", "hidden", "activation", "likelihood")),
+    # exact-likelihood flows on dequantized grey levels; num_couplings and prior via extra options
+    "nice": ModelSpec(NICE, ("hidden", "activation"), dequantize=True),
+    "realnvp": ModelSpec(RealNVP, ("hidden", "activation"), dequantize=True),
 }
 
 
@@ -65,6 +71,11 @@ def _spec(name: str) -> ModelSpec:
 def model_options(name: str) -> tuple[str, ...]:
     """The run options that the model registered as ``name`` takes."""
     return _spec(name).options
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The registry entry of ``name``."""
+    return _spec(name)
 
 
 def build_model(name: str, **config: Any) -> nn.Module:

@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from pyro_deepgen.distributions import IndependentBernoulli
+from pyro_deepgen.guides import FlowGuide
 from pyro_deepgen.nn import MLP, NormalEncoder
 
 __all__ = ["VAE", "LIKELIHOODS"]
@@ -20,7 +21,8 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 
 class VAE(nn.Module):
     r"""Variational autoencoder: ``p(z) = N(0, I)``, ``p(x|z)`` a decoder network,
-    and an amortized diagonal-Gaussian guide ``q(z|x)``.
+    and an amortized diagonal-Gaussian guide ``q(z|x)``, optionally followed
+    by a normalizing flow (:class:`~pyro_deepgen.guides.FlowGuide`).
 
     Kingma & Welling, "Auto-Encoding Variational Bayes", 2014, arXiv:1312.6114;
     Rezende, Mohamed & Wierstra, "Stochastic Backpropagation and Approximate
@@ -39,12 +41,21 @@ class VAE(nn.Module):
     :param name: prefix of the ``pyro.module`` names: the model registers
         ``name.decoder``, the guide ``name.encoder``, so that objectives that
         treat model and guide parameters differently can tell them apart.
+    :param flow: ``None`` (the diagonal guide) or a flow of
+        :data:`pyro_deepgen.guides.FLOWS` (``"planar"``, ``"radial"``,
+        ``"sylvester"``, ``"iaf"``, ``"coupling"``, ``"householder"``) applied to
+        the encoder's Gaussian, with the encoder's last hidden layer as context.
+        The flow's parameters sit with the encoder's in ``name.encoder``.
+    :param num_flows: the number of flow transforms.
 
     Example:
         >>> import pyro
         >>> from pyro.infer import SVI, Trace_ELBO
         >>> vae = VAE(x_dim=64, z_dim=2, hidden=(32,))
         >>> svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
+        >>> loss = svi.step(torch.bernoulli(torch.full((8, 64), 0.5)))
+        >>> flow_vae = VAE(x_dim=64, z_dim=2, hidden=(32,), flow="planar", num_flows=4)
+        >>> svi = SVI(flow_vae.model, flow_vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
         >>> loss = svi.step(torch.bernoulli(torch.full((8, 64), 0.5)))
     """
 
@@ -56,6 +67,8 @@ class VAE(nn.Module):
         likelihood: str = "bernoulli",
         activation: str = "tanh",
         name: str = "vae",
+        flow: str | None = None,
+        num_flows: int = 4,
     ):
         super().__init__()
         if likelihood not in LIKELIHOODS:
@@ -66,7 +79,11 @@ class VAE(nn.Module):
             raise ValueError(f"x_dim and z_dim must be >= 1; got x_dim={x_dim}, z_dim={z_dim}")
         self.x_dim, self.z_dim, self.likelihood, self.name = x_dim, z_dim, likelihood, name
         self.hidden = tuple(hidden)
-        self.encoder = NormalEncoder(x_dim, self.hidden, z_dim, activation)
+        self.flow, self.num_flows = flow, num_flows
+        # without a flow the module tree (and so the state dict) is exactly the diagonal VAE's
+        encoder = NormalEncoder(x_dim, self.hidden, z_dim, activation)
+        self.encoder: nn.Module = encoder if flow is None else FlowGuide(
+            encoder, z_dim, flow=flow, num_flows=num_flows, name=f"{name}.encoder")
         out = x_dim if likelihood == "bernoulli" else 2 * x_dim
         self.decoder = MLP(z_dim, tuple(reversed(self.hidden)), out, activation)
 
@@ -105,12 +122,19 @@ class VAE(nn.Module):
             pyro.sample("x", self.likelihood_dist(z), obs=x)
 
     def guide(self, x: torch.Tensor) -> None:
-        """``z ~ N(loc(x), diag(scale(x)^2))`` from the encoder, under the ``"data"`` plate."""
+        """``z ~ N(loc(x), diag(scale(x)^2))`` from the encoder, pushed through the
+        flow if there is one, under the ``"data"`` plate."""
         self._check(x)
-        pyro.module(f"{self.name}.encoder", self.encoder)
+        pyro.module(f"{self.name}.encoder", self.encoder)  # with a flow: encoder and flow
         with pyro.plate("data", x.shape[0], dim=-1):
-            loc, scale = self.encoder(x)
-            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+            pyro.sample("z", self.guide_dist(x))
+
+    def guide_dist(self, x: torch.Tensor) -> dist.TorchDistribution:
+        """``q(z|x)``, with batch shape ``(batch,)`` and event shape ``(z_dim,)``."""
+        if self.flow is not None:
+            return self.encoder.distribution(x)
+        loc, scale = self.encoder(x)
+        return dist.Normal(loc, scale).to_event(1)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -125,6 +149,9 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Decoder mean at the guide's mean ``E_q[z|x]``."""
+        """Decoder mean at the guide's mean ``E_q[z|x]`` (with a flow, at the
+        flow applied to the encoder's mean, :meth:`pyro_deepgen.guides.FlowGuide.location`)."""
         self._check(x)
+        if self.flow is not None:
+            return self.decode(self.encoder.location(x))
         return self.decode(self.encoder(x)[0])

@@ -1,0 +1,204 @@
+"""KL modifiers: warm-up, beta and free bits on the latent sites' KL terms.
+
+Every objective in :mod:`pyro_deepgen.infer` reduces a batch to per-datapoint
+log weights :math:`\\log w = \\log p(x|z) + \\sum_j (\\log p(z_j) - \\log q(z_j|x))`,
+a sum over the latent *units* ``j`` (the elements of each latent site's
+event; a site that does not factorize, such as a flow, is one unit).
+A :class:`KLSchedule` replaces it by
+
+.. math:: \\log \\tilde w = \\log p(x|z) + \\sum_j c_j\\,(\\log p(z_j) - \\log q(z_j|x))
+          - \\beta_t \\lambda\\, \\#\\{j : c_j = 0\\},
+
+with :math:`c_j = \\beta_t` (the warm-up factor times beta), or :math:`c_j = 0`
+for a unit whose KL, averaged over the batch, is below the free-bits
+threshold :math:`\\lambda`. The likelihood term is never touched, and score
+terms keep their unit weight, so every estimator stays an estimator of the
+modified objective's gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+from torch.distributions import Independent, kl_divergence
+
+from pyro_deepgen.infer.path import path_log_prob
+from pyro_deepgen.infer.weights import LogWeights
+
+__all__ = ["KLSchedule", "SHAPES", "paired_units", "unit_kl", "with_kl"]
+
+SHAPES = ("linear", "sigmoid")
+
+
+@dataclass(frozen=True)
+class KLSchedule:
+    r"""Scales or clamps the KL contribution of the latent sites.
+
+    * ``warmup``: the factor on the KL rises from 0 at step 0 to 1 at step
+      ``warmup``, linearly or along a logistic curve (Bowman et al., "Generating
+      Sentences from a Continuous Space", 2016, arXiv:1511.06349; Sønderby et al.,
+      "Ladder Variational Autoencoders", 2016, arXiv:1602.02282).
+    * ``beta``: a constant factor (Higgins et al., "beta-VAE: Learning Basic
+      Visual Concepts with a Constrained Variational Framework", ICLR 2017).
+    * ``free_bits``: a unit whose KL, averaged over the batch and particles, is
+      below this many nats contributes the constant ``free_bits`` instead, so
+      its KL gets no gradient (Kingma et al., "Improved Variational Inference
+      with Inverse Autoregressive Flow", 2016, arXiv:1606.04934).
+
+    Example:
+        >>> from pyro_deepgen.infer import IWAE, with_kl
+        >>> objective = with_kl(IWAE(num_particles=1), KLSchedule(warmup=1000, free_bits=0.5))
+        >>> KLSchedule(warmup=4).factor(1)
+        0.25
+    """
+
+    beta: float = 1.0
+    warmup: int = 0
+    shape: str = "linear"
+    free_bits: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta >= 0):
+            raise ValueError(f"beta must be a finite number >= 0; got {self.beta!r}")
+        if not (isinstance(self.free_bits, (int, float)) and math.isfinite(self.free_bits)
+                and self.free_bits >= 0):
+            raise ValueError(f"free bits must be a finite number of nats >= 0; got {self.free_bits!r}")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"the KL warm-up must be an integer number of steps >= 0; got {self.warmup!r}")
+        if self.shape not in SHAPES:
+            raise ValueError(f"unknown warm-up shape {self.shape!r}; valid: {', '.join(SHAPES)}")
+
+    @property
+    def is_identity(self) -> bool:
+        return self.beta == 1 and self.warmup == 0 and self.free_bits == 0
+
+    def factor(self, step: int) -> float:
+        """``beta`` times the warm-up factor before training step ``step`` (from 0)."""
+        if self.warmup == 0 or step >= self.warmup:
+            return float(self.beta)
+        t = step / self.warmup
+        if self.shape == "sigmoid":  # logistic on [-6, 6], rescaled to run from 0 to 1
+            lo, hi = _sigmoid(-6.0), _sigmoid(6.0)
+            t = (_sigmoid(12.0 * t - 6.0) - lo) / (hi - lo)
+        return float(self.beta) * t
+
+    def apply(self, w: LogWeights, step: int, analytic: bool = False) -> LogWeights:
+        """``w`` with its log weights modified as the module docstring says.
+
+        :param analytic: use the closed-form KL of each unit where
+            ``torch.distributions.kl_divergence`` has one (``TraceMeanField_ELBO``'s
+            estimator; one particle only).
+        """
+        if self.is_identity and not analytic:
+            return w
+        c = self.factor(step)
+        reduce = w._reduce
+        removed = torch.zeros(())  # subtracted from log w
+        constant = 0.0
+        factors: list[tuple[dict, torch.Tensor]] = []
+        for name, ms in w.model_trace.nodes.items():
+            if ms["type"] != "sample" or ms["is_observed"]:
+                continue
+            gs = w.guide_trace.nodes[name]
+            lp, lq = paired_units(reduce, ms, gs)
+            diff = lp - lq  # log p(z_j) - log q(z_j|x), (k, batch, units)
+            target = diff
+            if analytic:
+                kl = unit_kl(gs["fn"], ms["fn"])
+                if kl is not None and kl.shape[-1] == lp.shape[-1]:
+                    target = -reduce._reduce(gs, kl, 1)
+            coef = torch.full(diff.shape[-1:], c, device=diff.device, dtype=diff.dtype)
+            if self.free_bits > 0:
+                below = (-target.detach()).mean((0, 1)) < self.free_bits
+                coef = torch.where(below, torch.zeros_like(coef), coef)
+                constant += c * self.free_bits * int(below.sum())
+            removed = removed + (diff - coef * target).sum(-1)
+            if not analytic:
+                factors.append((gs, coef))
+        shift = removed + constant
+
+        def path_adjust() -> torch.Tensor:
+            if analytic:
+                raise ValueError("path-derivative gradients (STL, DReG) need Monte Carlo KL terms")
+            total = torch.zeros(())
+            for gs, coef in factors:
+                lq, lq_path = reduce.units(gs), reduce.units(gs, log_prob=path_log_prob)
+                if coef.numel() == 1:
+                    lq, lq_path = lq.sum(-1, keepdim=True), lq_path.sum(-1, keepdim=True)
+                total = total + ((1 - coef) * (lq_path - lq)).sum(-1)
+            return total
+
+        uniform = all(bool((coef == c).all()) for _, coef in factors)
+        return dataclasses.replace(w, log_p=w.log_p - shift, path_adjust=path_adjust,
+                                   kl_factor=c if uniform else None)
+
+
+def paired_units(reduce, model_site: dict, guide_site: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log p`` and ``log q`` of a latent site per unit, ``(k, batch, units)``
+    each; one unit for the whole site when the two do not factorize alike
+    (e.g. a flow guide against a factorized prior)."""
+    lp, lq = reduce.units(model_site), reduce.units(guide_site)
+    if lp.shape[-1] != lq.shape[-1]:
+        lp, lq = lp.sum(-1, keepdim=True), lq.sum(-1, keepdim=True)
+    return lp, lq
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def unit_kl(q, p) -> torch.Tensor | None:
+    """Closed-form KL per unit (event elements flattened), or ``None``."""
+    q, p = (d.to_independent() if hasattr(d, "to_independent") else d for d in (q, p))
+    r = 0
+    while isinstance(q, Independent) and isinstance(p, Independent):
+        if q.reinterpreted_batch_ndims != p.reinterpreted_batch_ndims:
+            return None
+        r += q.reinterpreted_batch_ndims
+        q, p = q.base_dist, p.base_dist
+    try:
+        kl = kl_divergence(q, p)
+    except NotImplementedError:
+        return None
+    return kl.reshape(kl.shape[:kl.dim() - r] + (-1,)) if r else kl.unsqueeze(-1)
+
+
+def with_kl(objective: ELBO, schedule: KLSchedule | None) -> ELBO:
+    """``objective`` with ``schedule`` applied to its latent sites' KL terms.
+
+    Pyro's ``Trace_ELBO`` becomes the equivalent ``IWAE(num_particles=1)``
+    and ``TraceMeanField_ELBO`` the same with closed-form KL terms, since a
+    schedule needs the per-datapoint terms that pyro_deepgen's objectives keep.
+    """
+    from pyro_deepgen.infer.iwae import IWAE
+    from pyro_deepgen.infer.objective import Objective
+
+    if schedule is None or schedule.is_identity:
+        return objective
+    analytic = False
+    if isinstance(objective, TraceMeanField_ELBO):
+        objective, analytic = IWAE(num_particles=1, max_plate_nesting=_nesting(objective)), True
+    elif type(objective) is Trace_ELBO:
+        if objective.num_particles > 1:  # Trace_ELBO averages its particles' ELBOs
+            raise ValueError("a KL schedule with Trace_ELBO(num_particles > 1) is not supported; "
+                             "use Trace_ELBO() or pyro_deepgen.infer.STL(num_particles)")
+        objective = IWAE(num_particles=1, max_plate_nesting=_nesting(objective))
+    if not isinstance(objective, Objective):
+        raise ValueError(f"a KL schedule needs one of pyro_deepgen.infer's objectives, Trace_ELBO or "
+                         f"TraceMeanField_ELBO; got {type(objective).__name__}")
+    if schedule.free_bits > 0 and getattr(objective, "gradient", None) == "dreg":
+        raise ValueError("free bits with DReG gradients is not supported: DReG's weights need one KL "
+                         "factor for all units; use iwae-K or a warm-up/beta schedule")
+    objective.kl = schedule
+    objective.kl_analytic = analytic
+    return objective
+
+
+def _nesting(objective: ELBO) -> int:
+    n = objective.max_plate_nesting
+    return 1 if n == float("inf") else int(n)
