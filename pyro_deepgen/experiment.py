@@ -36,6 +36,7 @@ __all__ = [
     "RunConfig",
     "compare",
     "compare_runs",
+    "write_report",
     "dataset_for",
     "evaluate_run",
     "load_run_config",
@@ -226,12 +227,12 @@ def evaluate_run(directory: str | os.PathLike, num_samples: int = 5000, split: s
     if kls:  # latent variables: collapse diagnostics
         result["kl_per_unit"] = {k: v.tolist() for k, v in kls.items()}
         result["kl"] = sum(v.sum().item() for v in kls.values())
-        result["active_units_per_site"] = {}
+        result["active_units_per_site"], result["latent_dim"] = {}, 0
         for site in kls:
             au = active_units(module.guide, data, site=site, device=device)
             result["active_units_per_site"][site] = au.num_active
+            result["latent_dim"] += au.variance.numel()
         result["active_units"] = sum(result["active_units_per_site"].values())
-        result["latent_dim"] = sum(v.numel() for v in kls.values())
         try:
             result["mutual_information"] = mutual_information(module.guide, data, site=next(iter(kls)),
                                                               device=device)
@@ -287,14 +288,25 @@ def compare_runs(configs: Sequence[RunConfig], out: str | os.PathLike, num_sampl
         raise ValueError(f"compare got the same run twice: {names}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for cfg in configs:
+        train_run(cfg, out / cfg.name, progress=progress)
+        evaluate_run(out / cfg.name, num_samples=num_samples, seed=cfg.seed)
+        sample_run(out / cfg.name, out / f"samples_{cfg.name}.png", seed=cfg.seed)
+    return write_report(configs, out)
+
+
+def write_report(configs: Sequence[RunConfig], out: str | os.PathLike) -> list[dict[str, Any]]:
+    """Writes :func:`compare_runs`' report from the trained and evaluated run
+    folders ``out/<name>`` (``history.json`` and ``evaluation.json``); returns its rows."""
+    out = Path(out)
     rows, histories, kls = [], {}, {}
+    num_samples = None
     for cfg in configs:
         name = cfg.name
-        run_dir = out / name
-        history = train_run(cfg, run_dir, progress=progress)
+        history = json.loads((out / name / "history.json").read_text())
+        ev = json.loads((out / name / EVALUATION).read_text())
+        num_samples = ev["num_samples"]
         histories[name] = history
-        ev = evaluate_run(run_dir, num_samples=num_samples, seed=cfg.seed)
-        sample_run(run_dir, out / f"samples_{name}.png", seed=cfg.seed)
         epochs = [r for r in history if r.get("complete", True)]
         rows.append({
             "run": name, "objective": cfg.objective, "test_log_likelihood": ev["log_likelihood"],

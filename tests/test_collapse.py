@@ -112,3 +112,23 @@ def test_kl_plot(tmp_path):
                   threshold=0.01, title="t")
     line = fig.axes[0].get_lines()[0]
     assert list(line.get_ydata()) == pytest.approx([2.0, 0.1, 0.0])  # sorted, largest first
+
+
+def test_sampled_posterior_means_do_not_make_collapsed_units_active():
+    """A guide without ``.mean`` is averaged over draws; the noise of that average
+    (Var/num_samples = 0.01 here, the threshold, for a prior-like unit) must not count."""
+    from torch.distributions.transforms import AffineTransform
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            loc = torch.stack([x[:, 0], torch.zeros(x.shape[0])], -1)  # unit 0 follows x
+            base = dist.Normal(torch.zeros(x.shape[0], 2), 1.0)
+            pyro.sample("z", dist.TransformedDistribution(base, [AffineTransform(loc, 1.0)])
+                        .to_event(1))
+
+    data = TensorDataset(torch.linspace(-2, 2, 400).unsqueeze(-1))
+    pyro.set_rng_seed(0)
+    au = active_units(guide, data, num_samples=100)
+    assert au.num_active == 1 and au.variance[0] > 1.0
+    # corrected: 0 up to 4 standard errors (0.01 * sqrt(2 / 400) each); uncorrected it is 0.01
+    assert au.variance[1] < 4 * 0.01 * math.sqrt(2 / 400)

@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
+from torch.distributions import Independent, TransformedDistribution
 from torch.utils.data import Dataset
 
 from pyro_deepgen.evaluate.batches import iterate_batches, model_args
@@ -71,6 +72,7 @@ def mutual_information(
     batch_size: int = 500,
     pass_labels: bool = False,
     device: torch.device | str | None = None,
+    allow_flows: bool = False,
 ) -> float:
     r"""The mutual information :math:`I(x; z)` under the guide's joint
     :math:`q(x, z) = p_{\mathrm{data}}(x)\, q(z|x)`, for latent ``site``:
@@ -85,8 +87,10 @@ def mutual_information(
     Networks and Posterior Collapse in Variational Autoencoders", 2019,
     arXiv:1901.05534.
 
-    The guide's distribution at ``site`` must give a log density at any value
-    (a flow needs an inverse); the cost is :math:`O(N^2)` density evaluations.
+    The guide's distribution at ``site`` must give a log density at any value;
+    the cost is :math:`O(N^2)` density evaluations. A flow needs its inverse for
+    each of them (an IAF one pass per latent dimension), so flows are refused
+    unless ``allow_flows``.
     """
     fns, draws, own = [], [], []
     for batch in iterate_batches(dataset, batch_size):
@@ -96,6 +100,14 @@ def mutual_information(
             names = [k for k, s in trace.nodes.items() if s["type"] == "sample"]
             raise ValueError(f"the guide has no site {site!r}; its sample sites: {names}")
         node = trace.nodes[site]
+        inner = node["fn"]
+        while isinstance(inner, Independent):
+            inner = inner.base_dist
+        if isinstance(inner, TransformedDistribution) and not allow_flows:
+            raise ValueError(
+                f"mutual_information evaluates the guide's density at {site!r} for other "
+                "datapoints' draws, which a flow can only do through its inverse, N^2 times; "
+                "pass allow_flows=True for a flow with a fast inverse")
         fns.append(node["fn"])
         draws.append(node["value"])
         own.append(node["fn"].log_prob(node["value"]))

@@ -22,17 +22,21 @@ class ActiveUnits(NamedTuple):
     variance: torch.Tensor
 
 
-def _posterior_mean(guide: Callable, args: tuple, site: str, num_samples: int) -> torch.Tensor:
+def _posterior_mean(guide: Callable, args: tuple, site: str,
+                    num_samples: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``E_q[z|x]`` per datapoint, and for a Monte Carlo mean the variance of
+    that estimate per datapoint (``None`` when exact)."""
     trace = poutine.trace(guide).get_trace(*args)
     if site not in trace.nodes:
         names = [n for n, s in trace.nodes.items() if s["type"] == "sample"]
         raise ValueError(f"the guide has no site {site!r}; its sample sites: {names}")
     fn = trace.nodes[site]["fn"]
     try:
-        return fn.mean
+        return fn.mean, None
     except NotImplementedError:
         plate = pyro.plate("particles", num_samples, dim=-2)
-        return poutine.trace(plate(guide)).get_trace(*args).nodes[site]["value"].mean(0)
+        z = poutine.trace(plate(guide)).get_trace(*args).nodes[site]["value"]
+        return z.mean(0), z.var(0) / num_samples
 
 
 @torch.no_grad()
@@ -51,12 +55,18 @@ def active_units(
     (Burda, Grosse & Salakhutdinov 2016, arXiv:1509.00519, section 5.2).
 
     The guide's mean is exact where its distribution has ``.mean``, else the
-    average of ``num_samples`` draws.
+    average of ``num_samples`` draws; the variance of that average (its noise,
+    about ``Var_q[z_i|x] / num_samples``) is then subtracted, so that a unit whose
+    posterior is the prior does not count as active through noise alone.
     """
-    means = [
-        _posterior_mean(guide, model_args(b, pass_labels, device), site, num_samples).cpu()
-        for b in iterate_batches(dataset, batch_size)
-    ]
+    means, noise = [], []
+    for b in iterate_batches(dataset, batch_size):
+        m, v = _posterior_mean(guide, model_args(b, pass_labels, device), site, num_samples)
+        means.append(m.cpu())
+        if v is not None:
+            noise.append(v.cpu())
     m = torch.cat(means).reshape(len(dataset), -1)
     var = m.var(dim=0, unbiased=False) if m.shape[0] > 1 else torch.zeros(m.shape[1])
+    if noise:
+        var = (var - torch.cat(noise).reshape(len(dataset), -1).mean(0)).clamp(min=0)
     return ActiveUnits(int((var > threshold).sum()), var)

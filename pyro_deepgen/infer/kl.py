@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
