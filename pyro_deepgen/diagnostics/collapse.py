@@ -6,12 +6,10 @@ import math
 from typing import Callable
 
 import torch
-from pyro import poutine
-from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import Independent, TransformedDistribution
 from torch.utils.data import Dataset
 
-from pyro_deepgen.evaluate.batches import iterate_batches, model_args
+from pyro_deepgen.evaluate.batches import guide_site, iterate_batches, model_args
 from pyro_deepgen.infer.kl import paired_units, unit_kl
 from pyro_deepgen.infer.weights import log_weights
 
@@ -94,12 +92,7 @@ def mutual_information(
     """
     fns, draws, own = [], [], []
     for batch in iterate_batches(dataset, batch_size):
-        trace = prune_subsample_sites(
-            poutine.trace(guide).get_trace(*model_args(batch, pass_labels, device)))
-        if site not in trace.nodes:
-            names = [k for k, s in trace.nodes.items() if s["type"] == "sample"]
-            raise ValueError(f"the guide has no site {site!r}; its sample sites: {names}")
-        node = trace.nodes[site]
+        node = guide_site(guide, model_args(batch, pass_labels, device), site)
         inner = node["fn"]
         while isinstance(inner, Independent):
             inner = inner.base_dist

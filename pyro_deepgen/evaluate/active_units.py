@@ -9,7 +9,7 @@ import torch
 from pyro import poutine
 from torch.utils.data import Dataset
 
-from pyro_deepgen.evaluate.batches import iterate_batches, model_args
+from pyro_deepgen.evaluate.batches import guide_site, iterate_batches, model_args
 
 __all__ = ["ActiveUnits", "active_units"]
 
@@ -26,11 +26,7 @@ def _posterior_mean(guide: Callable, args: tuple, site: str,
                     num_samples: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``E_q[z|x]`` per datapoint, and for a Monte Carlo mean the variance of
     that estimate per datapoint (``None`` when exact)."""
-    trace = poutine.trace(guide).get_trace(*args)
-    if site not in trace.nodes:
-        names = [n for n, s in trace.nodes.items() if s["type"] == "sample"]
-        raise ValueError(f"the guide has no site {site!r}; its sample sites: {names}")
-    fn = trace.nodes[site]["fn"]
+    fn = guide_site(guide, args, site)["fn"]
     try:
         return fn.mean, None
     except NotImplementedError:

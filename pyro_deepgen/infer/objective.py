@@ -97,10 +97,6 @@ class Objective(ELBO):
         self.kl_analytic = False
         self.kl_step = 0
 
-    def kl_weight(self) -> float | None:
-        """The KL factor that the next training step uses (``None`` without a schedule)."""
-        return None if self.kl is None else self.kl.factor(self.kl_step)
-
     def _weights(self, model: Callable, guide: Callable, args, kwargs, **options: Any) -> LogWeights:
         w = log_weights(model, guide, args, kwargs, self.num_particles, self.max_plate_nesting,
                         **options)
