@@ -135,7 +135,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             base = _config(args, objectives[0] if objectives else "elbo")
             flows = ([f.strip() for f in args.flows.split(",") if f.strip()] if args.flows
                      else [base.flow])
-            flows = [None if f == "none" else f for f in flows]
             experiment.compare(objectives, args.out, base=base, num_samples=args.num_samples,
                                progress=not args.quiet, flows=flows)
             print((Path(args.out) / "results.md").read_text())

@@ -29,7 +29,7 @@ from pyro_deepgen.evaluate import active_units, elbo, log_likelihood
 from pyro_deepgen.infer import KLSchedule, make_objective
 from pyro_deepgen.models import (DequantizedDataset, bits_per_dim, build_model, dequantize, load_model,
                                  model_options, model_spec, save_model)
-from pyro_deepgen.train import fit
+from pyro_deepgen.train import CHECKPOINT, fit
 
 __all__ = [
     "BINARIZE",
@@ -185,7 +185,7 @@ def train_run(cfg: RunConfig, out: str | os.PathLike, progress: bool = True) -> 
     pyro.set_rng_seed(cfg.seed)
     x_dim = train.tensors[0].shape[1]
     module = build_model(cfg.model, **cfg.model_config(x_dim))
-    if hasattr(module, "initialize_scale") and not (out / "checkpoint.pt").exists():
+    if hasattr(module, "initialize_scale") and not (out / CHECKPOINT).exists():
         module.initialize_scale(train.tensors[0][:1000])
     history = fit(module.model, module.guide, train, make_objective(cfg.objective, cfg.kl_schedule()),
                   epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,

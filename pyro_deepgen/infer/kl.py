@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import torch
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
-from torch.distributions import Independent, kl_divergence
+from torch.distributions import kl_divergence
 
 from pyro_deepgen.infer.path import path_log_prob
-from pyro_deepgen.infer.weights import LogWeights
+from pyro_deepgen.infer.weights import LogWeights, factorized, flatten_units
 
 __all__ = ["KLSchedule", "SHAPES", "paired_units", "unit_kl", "with_kl"]
 
@@ -99,7 +99,7 @@ class KLSchedule:
         reduce = w._reduce
         removed = torch.zeros(())  # subtracted from log w
         constant = 0.0
-        factors: list[tuple[dict, torch.Tensor]] = []
+        factors: list[tuple[dict, torch.Tensor, torch.Tensor]] = []  # guide site, c_j, log q_j
         for name, ms in w.model_trace.nodes.items():
             if ms["type"] != "sample" or ms["is_observed"]:
                 continue
@@ -118,21 +118,21 @@ class KLSchedule:
                 constant += c * self.free_bits * int(below.sum())
             removed = removed + (diff - coef * target).sum(-1)
             if not analytic:
-                factors.append((gs, coef))
+                factors.append((gs, coef, lq))
         shift = removed + constant
 
         def path_adjust() -> torch.Tensor:
             if analytic:
                 raise ValueError("path-derivative gradients (STL, DReG) need Monte Carlo KL terms")
             total = torch.zeros(())
-            for gs, coef in factors:
-                lq, lq_path = reduce.units(gs), reduce.units(gs, log_prob=path_log_prob)
-                if coef.numel() == 1:
-                    lq, lq_path = lq.sum(-1, keepdim=True), lq_path.sum(-1, keepdim=True)
+            for gs, coef, lq in factors:
+                lq_path = reduce.units(gs, log_prob=path_log_prob)
+                if lq_path.shape[-1] != lq.shape[-1]:  # paired_units took the site as one unit
+                    lq_path = lq_path.sum(-1, keepdim=True)
                 total = total + ((1 - coef) * (lq_path - lq)).sum(-1)
             return total
 
-        uniform = all(bool((coef == c).all()) for _, coef in factors)
+        uniform = all(bool((coef == c).all()) for _, coef, _ in factors)
         return dataclasses.replace(w, log_p=w.log_p - shift, path_adjust=path_adjust,
                                    kl_factor=c if uniform else None)
 
@@ -153,18 +153,14 @@ def _sigmoid(x: float) -> float:
 
 def unit_kl(q, p) -> torch.Tensor | None:
     """Closed-form KL per unit (event elements flattened), or ``None``."""
-    q, p = (d.to_independent() if hasattr(d, "to_independent") else d for d in (q, p))
-    r = 0
-    while isinstance(q, Independent) and isinstance(p, Independent):
-        if q.reinterpreted_batch_ndims != p.reinterpreted_batch_ndims:
-            return None
-        r += q.reinterpreted_batch_ndims
-        q, p = q.base_dist, p.base_dist
+    (q, rq), (p, rp) = factorized(q), factorized(p)
+    if rq != rp:
+        return None
     try:
         kl = kl_divergence(q, p)
     except NotImplementedError:
         return None
-    return kl.reshape(kl.shape[:kl.dim() - r] + (-1,)) if r else kl.unsqueeze(-1)
+    return flatten_units(kl, rq)
 
 
 def with_kl(objective: ELBO, schedule: KLSchedule | None) -> ELBO:

@@ -64,19 +64,9 @@ class _Reducer:
         """``site``'s log density per unit as ``(k, batch, units)``: the elements
         of the event of an ``Independent`` distribution (e.g. ``Normal(...).to_event(1)``),
         else the whole site as one unit."""
-        fn, value = site["fn"], site["value"]
         log_prob = log_prob or (lambda f, v: f.log_prob(v))
-        fn = fn.to_independent() if hasattr(fn, "to_independent") else fn
-        r = 0
-        while isinstance(fn, Independent) and not isinstance(fn.base_dist, TransformedDistribution):
-            r += fn.reinterpreted_batch_ndims
-            fn = fn.base_dist
-        lp = log_prob(fn, value)
-        if r:
-            lp = lp.reshape(lp.shape[:lp.dim() - r] + (-1,))
-        else:
-            lp = lp.unsqueeze(-1)
-        return self._reduce(site, lp, 1)
+        fn, r = factorized(site["fn"])
+        return self._reduce(site, flatten_units(log_prob(fn, site["value"]), r), 1)
 
     def _reduce(self, site: dict, lp: torch.Tensor, units: int) -> torch.Tensor:
         _data_frame(site, self.data_plate)
@@ -103,6 +93,23 @@ class _Reducer:
             lp = lp.sum(other, keepdim=True)
         lp = lp.reshape((lp.shape[0], lp.shape[n + self.data_dim]) + tail)
         return lp.expand((self.k, self.batch) + tail)
+
+
+def factorized(fn) -> tuple[Any, int]:
+    """``fn``'s per-unit distribution and the number of event dims it reinterpreted:
+    ``Normal(...).to_event(1)`` gives ``(Normal(...), 1)``; a distribution with a
+    ``to_independent()`` view is unwrapped likewise; a flow is one unit, ``(fn, 0)``."""
+    fn = fn.to_independent() if hasattr(fn, "to_independent") else fn
+    r = 0
+    while isinstance(fn, Independent) and not isinstance(fn.base_dist, TransformedDistribution):
+        r += fn.reinterpreted_batch_ndims
+        fn = fn.base_dist
+    return fn, r
+
+
+def flatten_units(t: torch.Tensor, r: int) -> torch.Tensor:
+    """``t`` with its last ``r`` dims flattened into one units dim (``r=0``: a new one)."""
+    return t.reshape(t.shape[:t.dim() - r] + (-1,)) if r else t.unsqueeze(-1)
 
 
 @dataclass
