@@ -24,7 +24,8 @@ def _run_options(p: argparse.ArgumentParser, epochs: int) -> None:
 
     g = p.add_argument_group("run")
     g.add_argument("--dataset", default="digits", help="digits | binarized_mnist | mnist | frey")
-    g.add_argument("--model", default="vae", help="vae | sbn | categorical-vae | nice | realnvp")
+    g.add_argument("--model", default="vae",
+                   help="vae | sbn | categorical-vae | nice | realnvp | dlgm | m2 | m1 | m1m2")
     g.add_argument("--z-dim", type=int, default=50,
                    help="latent size (sbn: its one layer of Bernoulli latents; "
                         "categorical-vae: the number of 10-class one-hot variables)")
@@ -35,6 +36,20 @@ def _run_options(p: argparse.ArgumentParser, epochs: int) -> None:
                    help="flow guide: planar | radial | sylvester | iaf | coupling | householder "
                         "(vae; default: the diagonal Gaussian guide)")
     g.add_argument("--num-flows", type=int, default=4, help="transforms in the flow guide")
+    g.add_argument("--hvi", type=int, default=0,
+                   help="Hamiltonian transitions refining the guide (vae; Salimans et al. 2015)")
+    g.add_argument("--hvi-leapfrog", type=int, default=5, help="leapfrog steps per transition")
+    g.add_argument("--z-dims", type=_ints, default=None,
+                   help="stochastic layer sizes, next to x first (dlgm: default 100,50; "
+                        "m1m2: M1's latent,M2's latent, default 50,50)")
+    g.add_argument("--labels", type=int, default=None,
+                   help="semi-supervised models (m2, m1, m1m2): number of labels, drawn balanced "
+                        "across classes with --seed; the test error is reported every epoch")
+    g.add_argument("--labelled-batch-size", type=int, default=None,
+                   help="labelled rows in each batch besides --batch-size unlabelled ones "
+                        "(default: min(batch size, labels))")
+    g.add_argument("--alpha", type=float, default=50.0,
+                   help="weight of the classification term per labelled row (m2, m1m2)")
     g.add_argument("--beta", type=float, default=1.0, help="factor on the latent sites' KL")
     g.add_argument("--kl-warmup", type=int, default=0,
                    help="steps over which the KL factor rises linearly from 0 to beta")
@@ -60,9 +75,10 @@ def _config(args: argparse.Namespace, objective: str):
     return RunConfig(
         dataset=args.dataset, model=args.model, objective=objective, z_dim=args.z_dim,
         hidden=args.hidden, activation=args.activation, likelihood=args.likelihood,
-        flow=args.flow, num_flows=args.num_flows, beta=args.beta, kl_warmup=args.kl_warmup,
-        free_bits=args.free_bits,
-        binarize=args.binarize, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        flow=args.flow, num_flows=args.num_flows, hvi=args.hvi, hvi_leapfrog=args.hvi_leapfrog,
+        beta=args.beta, kl_warmup=args.kl_warmup, free_bits=args.free_bits,
+        z_dims=args.z_dims, labels=args.labels, labelled_batch_size=args.labelled_batch_size,
+        alpha=args.alpha, binarize=args.binarize, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, device=args.device, max_time=args.max_time, patience=args.patience,
         checkpoint_every=args.checkpoint_every, data_root=args.data_root, download=args.download)
 
@@ -83,9 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=5000)
     p.add_argument("--split", default="test")
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--limit", type=int, default=None, help="only the first N datapoints")
+    p.add_argument("--limit", type=int, default=None,
+                   help="only N datapoints, a fixed random subset of the split")
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0)
+    from pyro_deepgen.experiment import EVALUATION_METHODS
+
+    p.add_argument("--method", default="iwae", choices=EVALUATION_METHODS,
+                   help="iwae: IWAE-k with k = --num-samples; ais: annealed importance sampling "
+                        "(writes evaluation_ais.json)")
+    g = p.add_argument_group("ais")
+    g.add_argument("--ais-steps", type=int, default=500, help="annealing steps (temperatures - 1)")
+    g.add_argument("--ais-leapfrog", type=int, default=5, help="leapfrog steps per HMC transition")
+    g.add_argument("--ais-chains", type=int, default=16, help="chains per datapoint")
+    g.add_argument("--ais-step-size", type=float, default=0.1, help="initial HMC step size (adapted)")
+    g.add_argument("--ais-from-guide", action="store_true",
+                   help="anneal from q(z|x) instead of the prior")
 
     p = sub.add_parser("sample", help="a grid of samples (and the latent manifold for z=2)")
     p.add_argument("run")
@@ -119,11 +148,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "evaluate":
             result = experiment.evaluate_run(args.run, num_samples=args.num_samples, split=args.split,
                                              batch_size=args.batch_size, device=args.device,
-                                             limit=args.limit, seed=args.seed)
+                                             limit=args.limit, seed=args.seed, method=args.method,
+                                             ais_steps=args.ais_steps, ais_leapfrog=args.ais_leapfrog,
+                                             ais_chains=args.ais_chains, ais_step_size=args.ais_step_size,
+                                             ais_from_guide=args.ais_from_guide)
             extra = (f"active units {result['active_units']}/{result['latent_dim']}, "
                      f"KL {result['kl']:.2f}" if "kl" in result else
                      f"{result['bits_per_dim']:.3f} bits/dim" if "bits_per_dim" in result else "")
-            print(f"{args.split} log-likelihood (IWAE-{args.num_samples}): "
+            how = (f"AIS, {args.ais_steps} steps x {args.ais_chains} chains, Monte Carlo SE "
+                   f"{result['ais_stderr']:.3f}" if args.method == "ais" else f"IWAE-{args.num_samples}")
+            print(f"{args.split} log-likelihood ({how}): "
                   f"{result['log_likelihood']:.3f} ± {result['log_likelihood_stderr']:.3f} nats "
                   f"over {result['num_datapoints']} datapoints "
                   f"(ELBO {result['elbo']:.3f}, {extra}, {result['seconds']:.1f} s)")

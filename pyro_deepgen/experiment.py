@@ -23,12 +23,13 @@ import torch
 from torch.utils.data import TensorDataset
 
 from pyro_deepgen import plots
-from pyro_deepgen.data import DATASETS, image_shape, load_dataset
+from pyro_deepgen.data import DATASETS, LabelledData, image_shape, load_dataset, semi_supervised_data
 from pyro_deepgen.diagnostics import kl_per_unit, mutual_information
-from pyro_deepgen.evaluate import active_units, elbo, log_likelihood
+from pyro_deepgen.evaluate import active_units, ais_log_likelihood, elbo, log_likelihood
 from pyro_deepgen.infer import KLSchedule, make_objective
-from pyro_deepgen.models import (DequantizedDataset, bits_per_dim, build_model, dequantize, load_model,
-                                 model_options, model_spec, save_model)
+from pyro_deepgen.models import (MODELS, DequantizedDataset, EnumELBO, bits_per_dim, build_model,
+                                 classification_error, dequantize, load_model, model_options, model_spec,
+                                 save_model)
 from pyro_deepgen.train import CHECKPOINT, fit
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "RunConfig",
     "compare",
     "compare_runs",
+    "evaluation_subset",
     "write_report",
     "dataset_for",
     "evaluate_run",
@@ -48,7 +50,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 RUN = "run.json"
+LABELS = "labels.json"
 EVALUATION = "evaluation.json"
+EVALUATION_METHODS = ("iwae", "ais")
 BINARIZE = ("auto", "dynamic", "static", "none")
 # fields that may change when a run is resumed: where data comes from, and where it runs
 _NOT_RESULTS = {"data_root", "download", "device"}
@@ -81,6 +85,16 @@ class RunConfig:
     beta: float = 1.0
     kl_warmup: int = 0
     free_bits: float = 0.0
+    hvi: int = 0
+    hvi_leapfrog: int = 5
+    #: stochastic layer sizes, next to x first (dlgm; m1m2: M1's latent, M2's latent)
+    z_dims: tuple[int, ...] | None = None
+    #: semi-supervised models (m2, m1, m1m2): how many labels to draw (balanced, with ``seed``)
+    labels: int | None = None
+    #: labelled rows in each batch besides ``batch_size`` unlabelled ones (default min(batch_size, labels))
+    labelled_batch_size: int | None = None
+    #: weight of the classification term on labelled data (m2, m1m2)
+    alpha: float = 50.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -97,8 +111,38 @@ class RunConfig:
             from pyro_deepgen.guides import FLOWS
             if self.flow not in FLOWS:
                 raise ValueError(f"unknown flow {self.flow!r}; valid: none, {', '.join(FLOWS)}")
+        if self.hvi and "hvi" not in options:
+            raise ValueError(f"model {self.model!r} takes no Hamiltonian guide; HVI: --model vae")
+        if self.hvi < 0 or self.hvi_leapfrog < 1:
+            raise ValueError(f"hvi must be >= 0 and hvi_leapfrog >= 1; got {self.hvi}, {self.hvi_leapfrog}")
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; valid: {', '.join(sorted(DATASETS))}")
+        self._check_structured(options)
+
+    def _check_structured(self, options: tuple[str, ...]) -> None:
+        """Stochastic layers (``z_dims``) and labels (``labels``, ``alpha``)."""
+        if self.z_dims is not None:
+            self.z_dims = tuple(int(z) for z in self.z_dims)
+            if "z_dims" not in options:
+                raise ValueError(f"model {self.model!r} takes no z_dims; stochastic layers: "
+                                 "--model dlgm | m1m2")
+            if not self.z_dims or min(self.z_dims) < 1:
+                raise ValueError(f"z_dims must be sizes >= 1; got {self.z_dims}")
+        uses = model_spec(self.model).labels
+        semi = ", ".join(n for n in MODELS if model_spec(n).labels)
+        if self.labels is not None and uses is None:
+            raise ValueError(f"model {self.model!r} takes no labels; semi-supervised: --model {semi}")
+        if uses is not None and (self.labels is None or self.labels < 1):
+            raise ValueError(f"model {self.model!r} is semi-supervised: it needs --labels N (N >= 1); "
+                             f"got {self.labels}")
+        if self.labelled_batch_size is not None and (uses != "batches" or self.labelled_batch_size < 1):
+            raise ValueError(f"labelled_batch_size must be >= 1 and needs a model trained on labelled "
+                             f"batches; got {self.labelled_batch_size} for model {self.model!r}")
+        if uses == "batches" and (self.objective != "elbo" or self.kl_schedule() is not None):
+            raise ValueError(f"model {self.model!r} sums over its labels exactly (TraceEnum_ELBO): it "
+                             f"trains with --objective elbo and no KL schedule; got {self.name!r}")
+        if self.alpha < 0:
+            raise ValueError(f"alpha must be >= 0; got {self.alpha}")
 
     def kl_schedule(self) -> KLSchedule | None:
         """The KL schedule of ``beta``, ``kl_warmup`` and ``free_bits`` (``None`` if plain)."""
@@ -111,6 +155,8 @@ class RunConfig:
         parts = [self.objective]
         if self.flow:
             parts.append(f"{self.flow}-{self.num_flows}")
+        if self.hvi:
+            parts.append(f"hvi-{self.hvi}x{self.hvi_leapfrog}")
         if self.beta != 1:
             parts.append(f"beta-{self.beta:g}")
         if self.kl_warmup:
@@ -125,6 +171,10 @@ class RunConfig:
                 for o in model_options(self.model) for v in [getattr(self, o)]}
         if opts.get("flow", 0) is None:  # the diagonal guide: as before flows existed
             del opts["flow"], opts["num_flows"]
+        if opts.get("hvi", 1) == 0:  # no Hamiltonian transitions: as before HVI existed
+            del opts["hvi"], opts["hvi_leapfrog"]
+        if opts.get("z_dims", 0) is None:  # the model's default layers
+            del opts["z_dims"]
         return opts
 
     def model_config(self, x_dim: int) -> dict[str, Any]:
@@ -184,34 +234,100 @@ def train_run(cfg: RunConfig, out: str | os.PathLike, progress: bool = True) -> 
     pyro.clear_param_store()
     pyro.set_rng_seed(cfg.seed)
     x_dim = train.tensors[0].shape[1]
-    module = build_model(cfg.model, **cfg.model_config(x_dim))
+    config = cfg.model_config(x_dim)
+    uses = model_spec(cfg.model).labels
+    lab = None
+    if uses is not None:  # semi-supervised: draw the labels (see pyro_deepgen.data.labels)
+        lab = semi_supervised_data(cfg.dataset, cfg.labels, seed=cfg.seed, root=cfg.data_root,
+                                   download=cfg.download, binarize=_binarize_for(cfg, "test"))
+        if uses == "batches":
+            config["y_dim"] = lab.num_classes
+        (out / LABELS).write_text(json.dumps({"protocol": lab.protocol, "num_classes": lab.num_classes,
+                                              "pool_indices": lab.indices.tolist()}))
+    module = build_model(cfg.model, **config)
     if hasattr(module, "initialize_scale") and not (out / CHECKPOINT).exists():
         module.initialize_scale(train.tensors[0][:1000])
-    history = fit(module.model, module.guide, train, make_objective(cfg.objective, cfg.kl_schedule()),
-                  epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-                  val_dataset=val, patience=cfg.patience, out=out, device=cfg.device,
-                  max_time=cfg.max_time, checkpoint_every=cfg.checkpoint_every, progress=progress)
-    save_model(module.cpu(), cfg.model, cfg.model_config(x_dim), out)
+    options = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+                   val_dataset=val, patience=cfg.patience, device=cfg.device, max_time=cfg.max_time,
+                   checkpoint_every=cfg.checkpoint_every, progress=progress)
+    pretrain = getattr(module, "pretrain", None)
+    if isinstance(pretrain, torch.nn.Module):  # a first stage (M1 of M1+M2), in its own folder
+        fit(pretrain.model, pretrain.guide, train, make_objective("elbo"), out=out / "pretrain", **options)
+    if uses == "batches":
+        loss = EnumELBO()
+        options.update(labelled=lab.labelled, labelled_batch_size=cfg.labelled_batch_size)
+    else:
+        loss = make_objective(cfg.objective, cfg.kl_schedule())
+    if lab is not None:
+        options["callbacks"] = [_test_error(module, lab, cfg.device, cfg.seed)]
+    history = fit(module.model, module.guide, train, loss, out=out, **options)
+    save_model(module.cpu(), cfg.model, config, out)
     return history
+
+
+def _test_error(module: torch.nn.Module, lab: LabelledData, device: str, seed: int):
+    """A ``fit`` callback that adds the held-out ``test_error`` of ``module.classify``
+    to each epoch's record (fitting ``module.fit_classifier`` on the labels first, for M1)."""
+    (x, y), (lx, ly) = lab.heldout.tensors, lab.labelled.tensors
+
+    def record(r: dict) -> None:
+        if hasattr(module, "fit_classifier"):
+            module.fit_classifier(lx.to(device), ly.to(device), seed=seed)
+        r["test_error"] = float(classification_error(module, x.to(device), y.to(device)))
+
+    return record
+
+
+def evaluation_subset(data: TensorDataset, limit: int) -> TensorDataset:
+    """``limit`` datapoints of ``data`` drawn at random with a fixed seed, in their
+    original order: the same subset for every run, and a fair sample of splits that
+    are sorted (the binarized MNIST test split is ordered by label)."""
+    n = len(data)
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1; got {limit}")
+    if limit >= n:
+        return data
+    keep = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:limit].sort().values
+    return TensorDataset(*(t[keep] for t in data.tensors))
 
 
 def evaluate_run(directory: str | os.PathLike, num_samples: int = 5000, split: str = "test",
                  batch_size: int = 100, device: str | None = None, limit: int | None = None,
-                 seed: int = 0) -> dict[str, Any]:
+                 seed: int = 0, method: str = "iwae", ais_steps: int = 500, ais_leapfrog: int = 5,
+                 ais_chains: int = 16, ais_step_size: float = 0.1,
+                 ais_from_guide: bool = False) -> dict[str, Any]:
     """IWAE-``num_samples`` log-likelihood, ELBO and active units of a trained
     run on ``split``; writes ``evaluation.json`` and ``log_likelihood.pt``
-    (per datapoint) into the run folder and returns the summary."""
+    (per datapoint) into the run folder and returns the summary.
+
+    ``method="ais"`` estimates the log-likelihood by annealed importance sampling
+    instead (:func:`pyro_deepgen.evaluate.ais_log_likelihood`: ``ais_steps``
+    annealing steps, ``ais_chains`` chains per datapoint, HMC with ``ais_leapfrog``
+    leapfrog steps and an adapted step size that starts at ``ais_step_size``,
+    from the prior or, with ``ais_from_guide``, from q(z|x)), adds ``method``, the
+    AIS settings, ``ais_stderr`` (the Monte Carlo standard error of the mean) and
+    ``ais_accept_rate``, and writes
+    ``evaluation_ais.json`` and ``log_likelihood_ais.pt``, so that the IWAE
+    evaluation stays."""
+    if method not in EVALUATION_METHODS:
+        raise ValueError(f"unknown evaluation method {method!r}; valid: {', '.join(EVALUATION_METHODS)}")
     directory = Path(directory)
     cfg = load_run_config(directory)
     device = device or cfg.device
     module = load_model(directory).to(device)
     data = dataset_for(cfg, split)
     if limit is not None:
-        data = TensorDataset(*(t[:limit] for t in data.tensors))
+        data = evaluation_subset(data, limit)
     pyro.set_rng_seed(seed)
     t0 = time.perf_counter()
-    ll = log_likelihood(module.model, module.guide, data, num_samples=num_samples,
-                        batch_size=batch_size, device=device)
+    if method == "ais":
+        ais = ais_log_likelihood(module.model, module.guide if ais_from_guide else None, data,
+                                 num_steps=ais_steps, num_leapfrog=ais_leapfrog, step_size=ais_step_size,
+                                 num_chains=ais_chains, batch_size=batch_size, device=device)
+        ll = ais.log_likelihood
+    else:
+        ll = log_likelihood(module.model, module.guide, data, num_samples=num_samples,
+                            batch_size=batch_size, device=device)
     seconds = time.perf_counter() - t0
     el = elbo(module.model, module.guide, data, device=device)
     n = ll.numel()
@@ -221,6 +337,12 @@ def evaluate_run(directory: str | os.PathLike, num_samples: int = 5000, split: s
         "log_likelihood_stderr": (ll.std().item() / math.sqrt(n)) if n > 1 else float("nan"),
         "elbo": el.mean().item(), "seconds": seconds,
     }
+    if method == "ais":
+        result.update({
+            "method": "ais", "ais_steps": ais_steps, "ais_leapfrog": ais_leapfrog, "ais_chains": ais_chains,
+            "ais_step_size": ais_step_size, "ais_from_guide": ais_from_guide,
+            "ais_stderr": ais.stderr.pow(2).sum().sqrt().item() / n,
+            "ais_accept_rate": ais.accept_rate.mean().item()})
     if model_spec(cfg.model).dequantize:
         result["bits_per_dim"] = float(bits_per_dim(result["log_likelihood"], data.tensors[0].shape[1]))
     kls = kl_per_unit(module.model, module.guide, data, device=device)
@@ -238,8 +360,9 @@ def evaluate_run(directory: str | os.PathLike, num_samples: int = 5000, split: s
                                                               device=device)
         except ValueError as e:  # e.g. a flow guide without an inverse
             logger.info("no mutual information: %s", e)
-    (directory / EVALUATION).write_text(json.dumps(result, indent=2))
-    torch.save(ll, directory / "log_likelihood.pt")
+    suffix = "_ais" if method == "ais" else ""
+    (directory / EVALUATION.replace(".json", f"{suffix}.json")).write_text(json.dumps(result, indent=2))
+    torch.save(ll, directory / f"log_likelihood{suffix}.pt")
     return result
 
 
@@ -275,11 +398,12 @@ def compare(objectives: Sequence[str], out: str | os.PathLike, base: RunConfig |
 
 
 def compare_runs(configs: Sequence[RunConfig], out: str | os.PathLike, num_samples: int = 1000,
-                 progress: bool = True) -> list[dict[str, Any]]:
+                 progress: bool = True, limit: int | None = None) -> list[dict[str, Any]]:
     """Trains each configuration into ``out/<name>`` (see :attr:`RunConfig.name`),
     evaluates each on the test split (IWAE-``num_samples``, ELBO and the collapse
-    diagnostics), and writes ``results.json``, ``results.md``, ``curves.png``,
-    ``kl_units.png`` and ``samples_<name>.png`` into ``out``."""
+    diagnostics; on ``limit`` of them if given, see :func:`evaluation_subset`), and writes
+    ``results.json``, ``results.md``, ``curves.png``, ``kl_units.png`` and
+    ``samples_<name>.png`` into ``out``."""
     configs = list(configs)
     if not configs:
         raise ValueError("compare needs at least one run")
@@ -290,7 +414,7 @@ def compare_runs(configs: Sequence[RunConfig], out: str | os.PathLike, num_sampl
     out.mkdir(parents=True, exist_ok=True)
     for cfg in configs:
         train_run(cfg, out / cfg.name, progress=progress)
-        evaluate_run(out / cfg.name, num_samples=num_samples, seed=cfg.seed)
+        evaluate_run(out / cfg.name, num_samples=num_samples, seed=cfg.seed, limit=limit)
         sample_run(out / cfg.name, out / f"samples_{cfg.name}.png", seed=cfg.seed)
     return write_report(configs, out)
 

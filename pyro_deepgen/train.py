@@ -120,6 +120,8 @@ def fit(
     drop_last: bool = False,
     progress: bool = True,
     callbacks: Sequence[Callable[[dict], None]] = (),
+    labelled: Dataset | None = None,
+    labelled_batch_size: int | None = None,
 ) -> list[dict]:
     """Trains ``model``/``guide`` with ``SVI(model, guide, optim, loss)`` and
     returns the per-epoch history.
@@ -142,7 +144,15 @@ def fit(
         With a KL schedule on ``loss`` (:func:`~pyro_deepgen.infer.with_kl`), the
         history records its factor (``kl_weight``), ``train_loss`` is the
         modified objective's and ``val_elbo`` the plain ELBO.
-    :param callbacks: called with each epoch's history record.
+    :param callbacks: called with each epoch's history record (before it is
+        written, so a callback may add entries to it, e.g. a test error).
+    :param labelled: semi-supervised training: a dataset of ``(x, y)`` cycled
+        alongside ``dataset``. Every step then takes one gradient step on the
+        sum of the loss of the unlabelled batch, ``model(x)``, and of a batch of
+        ``labelled_batch_size`` (default ``min(batch_size, len(labelled))``)
+        labelled rows, ``model(x, y)``; the labelled rows come from a fresh
+        permutation (drawn from ``seed``) each time the set is used up, and
+        ``train_loss`` is per row of both. An epoch is one pass over ``dataset``.
     :raises FloatingPointError: on a NaN or infinite loss, naming the step;
         the last good checkpoint is left as it was.
     """
@@ -153,6 +163,7 @@ def fit(
     n = len(dataset)
     if n == 0:
         raise ValueError("the training dataset is empty")
+    labelled_rows = _labelled_rows(dataset, labelled, labelled_batch_size, batch_size, seed)
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' was asked for, but torch.cuda.is_available() is False")
@@ -228,7 +239,11 @@ def fit(
             for b in range(start_batch, steps_per_epoch):
                 idx = perm[b * batch_size:(b + 1) * batch_size]
                 args = model_args(dataset[idx], pass_labels, device)
-                value = svi.step(*args)
+                if labelled_rows is None:
+                    value = svi.step(*args)
+                else:
+                    lidx = labelled_rows(step)
+                    value = _joint_step(svi, args, model_args(labelled[lidx], True, device))
                 if not math.isfinite(value):
                     where = f" ({ckpt_path} is left as it was)" if ckpt_path is not None else ""
                     raise FloatingPointError(
@@ -236,7 +251,7 @@ def fit(
                         f"training stopped{where}")
                 step += 1
                 epoch_loss += value
-                epoch_seen += len(idx)
+                epoch_seen += len(idx) + (len(lidx) if labelled_rows is not None else 0)
                 bar.update(1)
                 if max_time is not None and time.perf_counter() - t_start >= max_time:
                     out_of_time = True
@@ -286,6 +301,62 @@ def fit(
             best_params = torch.load(out_dir / BEST, map_location=device, weights_only=True)
         _load_params(best_params)
     return history
+
+
+def _labelled_rows(dataset: Dataset, labelled: Dataset | None, batch_size: int | None,
+                   default: int, seed: int) -> Callable[[int], torch.Tensor] | None:
+    """Checks the labelled set and returns ``step -> row indices``: step ``s``
+    takes rows ``s*b .. (s+1)*b - 1`` of the endless concatenation of
+    permutations of the labelled set, the ``j``-th drawn from ``(seed, j)``, so
+    that a resumed run draws what an uninterrupted one would."""
+    if labelled is None:
+        if batch_size is not None:
+            raise ValueError("labelled_batch_size needs a labelled dataset")
+        return None
+    n = len(labelled)
+    if n == 0:
+        raise ValueError("the labelled dataset is empty")
+    first = labelled[torch.arange(1)]
+    if not isinstance(first, (tuple, list)) or len(first) < 2:
+        raise ValueError("the labelled dataset must yield (x, y) pairs")
+    x_u = dataset[torch.arange(1)]
+    x_u = x_u[0] if isinstance(x_u, (tuple, list)) else x_u
+    if tuple(first[0].shape[1:]) != tuple(x_u.shape[1:]):
+        raise ValueError(f"labelled and unlabelled data differ in their features: labelled rows have "
+                         f"shape {tuple(first[0].shape[1:])}, unlabelled rows {tuple(x_u.shape[1:])}")
+    b = min(default, n) if batch_size is None else batch_size
+    if b < 1:
+        raise ValueError(f"labelled_batch_size must be >= 1; got {b}")
+    perms: dict[int, torch.Tensor] = {}
+
+    def perm(j: int) -> torch.Tensor:
+        if j not in perms:
+            perms.clear()  # keep one or two
+            perms[j] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + j))
+        return perms[j]
+
+    def rows(step: int) -> torch.Tensor:
+        out, pos = [], step * b
+        while pos < (step + 1) * b:
+            j, off = divmod(pos, n)
+            take = min((step + 1) * b - pos, n - off)
+            out.append(perm(j)[off:off + take])
+            pos += take
+        return torch.cat(out)
+
+    return rows
+
+
+def _joint_step(svi: SVI, args_u: tuple, args_l: tuple) -> float:
+    """``svi.step`` on the sum of the losses of an unlabelled and a labelled batch:
+    gradients of both accumulate, then one optimizer step."""
+    with poutine.trace(param_only=True) as capture:
+        value = svi.loss_and_grads(svi.model, svi.guide, *args_u)
+        value = value + svi.loss_and_grads(svi.model, svi.guide, *args_l)
+    params = set(site["value"].unconstrained() for site in capture.trace.nodes.values())
+    svi.optim(params)
+    pyro.infer.util.zero_grads(params)
+    return float(value)
 
 
 def _write_history(history: list[dict], out_dir: Path) -> None:

@@ -28,6 +28,26 @@ def test_train_evaluate_sample_on_digits(tmp_path, capsys):
     assert (tmp_path / "s_manifold.png").stat().st_size > 0  # z_dim == 2
 
 
+def test_evaluate_with_ais_keeps_the_iwae_evaluation(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--z-dim", "2", "--hidden", "16", "--epochs", "1",
+                 "--out", str(run), "--quiet"]) == 0
+    assert main(["evaluate", str(run), "--num-samples", "200", "--limit", "20"]) == 0
+    iwae = json.loads((run / "evaluation.json").read_text())
+    assert main(["evaluate", str(run), "--method", "ais", "--ais-steps", "30", "--ais-chains", "4",
+                 "--ais-leapfrog", "2", "--limit", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "test log-likelihood (AIS, 30 steps x 4 chains, Monte Carlo SE" in out
+    ev = json.loads((run / "evaluation_ais.json").read_text())
+    assert ev["method"] == "ais" and ev["ais_steps"] == 30 and ev["ais_chains"] == 4
+    assert ev["num_datapoints"] == 20 and 0 < ev["ais_accept_rate"] < 1
+    assert abs(ev["log_likelihood"] - iwae["log_likelihood"]) < 1 + 4 * ev["ais_stderr"]
+    assert json.loads((run / "evaluation.json").read_text()) == iwae  # left as it was
+    assert (run / "log_likelihood_ais.pt").exists()
+    assert main(["evaluate", str(run), "--method", "ais", "--ais-steps", "0"]) == 2
+    assert "num_steps must be an integer >= 1" in capsys.readouterr().err
+
+
 def test_compare_writes_table_json_and_plots(tmp_path):
     out = tmp_path / "cmp"
     assert main(["compare", "--dataset", "digits", "--objectives", "elbo,iwae-3", "--epochs", "2",

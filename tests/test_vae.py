@@ -60,7 +60,7 @@ def test_bad_inputs_name_expected_and_actual():
         VAE(20, likelihood="poisson")
     with pytest.raises(ValueError, match="unknown activation 'swish'"):
         VAE(20, activation="swish")
-    with pytest.raises(ValueError, match="unknown model 'gan'; valid: categorical-vae, nice, realnvp, sbn, vae"):
+    with pytest.raises(ValueError, match="unknown model .gan.; valid: categorical-vae, dlgm, m1, m1m2, m2, nice, realnvp, sbn, vae"):
         build_model("gan")
     VAE(20, likelihood="gaussian").model(torch.rand(4, 20))  # grey values are fine here
 

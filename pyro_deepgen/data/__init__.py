@@ -13,6 +13,13 @@ from .datasets import (
 from .digits import read_digits
 from .download import ChecksumError, DownloadError, download_file, fetch
 from .idx import read_idx
+from .labels import (
+    LabelledData,
+    check_semi_supervised,
+    draw_labels,
+    labelled_subset,
+    semi_supervised_data,
+)
 from .mat import read_frey
 
 __all__ = [
@@ -22,13 +29,18 @@ __all__ = [
     "DatasetInfo",
     "DownloadError",
     "DynamicBinarizedDataset",
+    "LabelledData",
+    "check_semi_supervised",
     "default_root",
     "download_file",
+    "draw_labels",
     "fetch",
     "image_shape",
+    "labelled_subset",
     "load_dataset",
     "read_amat",
     "read_digits",
     "read_frey",
     "read_idx",
+    "semi_supervised_data",
 ]

@@ -1,4 +1,5 @@
-"""Guides that wrap or replace an encoder: amortized normalizing flows."""
+"""Guides that wrap or replace an encoder: amortized normalizing flows and
+Hamiltonian variational inference."""
 
 from pyro_deepgen.guides.flows import (
     FLOWS,
@@ -10,6 +11,7 @@ from pyro_deepgen.guides.flows import (
     Sylvester,
     flow_transforms,
 )
+from pyro_deepgen.guides.hamiltonian import REVERSE, HamiltonianGuide
 
 __all__ = [
     "FLOWS",
@@ -17,7 +19,9 @@ __all__ = [
     "ConditionedSylvester",
     "Flow",
     "FlowGuide",
+    "HamiltonianGuide",
     "ParamNet",
+    "REVERSE",
     "Sylvester",
     "flow_transforms",
 ]

@@ -2,6 +2,10 @@
 
 from pyro_deepgen.infer.iwae import IWAE
 from pyro_deepgen.infer.kl import KLSchedule, with_kl
+from pyro_deepgen.infer.leapfrog import grad_log_prob, hmc, leapfrog, log_joint
+from pyro_deepgen.infer.mcem import MCEM
+from pyro_deepgen.infer.mcmc_posterior import mcmc_posterior
+from pyro_deepgen.infer.mcmc_refined import MCMCRefinedELBO
 from pyro_deepgen.infer.nvil import NVIL
 from pyro_deepgen.infer.objective import Objective, Terms
 from pyro_deepgen.infer.registry import (
@@ -21,6 +25,8 @@ __all__ = [
     "IWAE",
     "KLSchedule",
     "LogWeights",
+    "MCEM",
+    "MCMCRefinedELBO",
     "NVIL",
     "OBJECTIVES",
     "Objective",
@@ -30,7 +36,12 @@ __all__ = [
     "Terms",
     "VIMCO",
     "WakeSleep",
+    "grad_log_prob",
+    "hmc",
+    "leapfrog",
+    "log_joint",
     "log_weights",
+    "mcmc_posterior",
     "make_objective",
     "objective_names",
     "register_objective",

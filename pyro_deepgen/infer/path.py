@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Iterator
 
 import torch
+from pyro.distributions import Delta
 from pyro.distributions.torch_distribution import TorchDistributionMixin
 from torch.distributions import Independent, Transform, TransformedDistribution
 
@@ -33,6 +34,10 @@ def path_log_prob(fn: TorchDistributionMixin, value: torch.Tensor) -> torch.Tens
         inner = inner.base_dist
     if isinstance(inner, TransformedDistribution) and inner.transforms:
         return _flow_path_log_prob(fn, inner, value)
+    if isinstance(inner, Delta) and inner.log_density.requires_grad:
+        raise ValueError(
+            "path_log_prob: a Delta site with a learned log density (e.g. HamiltonianGuide) has no "
+            "path derivative of log q; train it with elbo or iwae-K, not STL or DReG")
     lp = fn.log_prob(value)
     score = fn.log_prob(value.detach())  # gradient: the score at fixed value
     return lp - (score - score.detach())

@@ -14,6 +14,8 @@ from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_deepgen.infer.iwae import IWAE
 from pyro_deepgen.infer.kl import KLSchedule, with_kl
+from pyro_deepgen.infer.mcem import MCEM
+from pyro_deepgen.infer.mcmc_refined import MCMCRefinedELBO
 from pyro_deepgen.infer.nvil import NVIL
 from pyro_deepgen.infer.reinforce import Reinforce
 from pyro_deepgen.infer.rws import RWS, WakeSleep
@@ -77,3 +79,9 @@ register_objective("vimco", lambda k: VIMCO(num_particles=k), takes_k=True,
 register_objective("wake-sleep", lambda: WakeSleep(), description="wake-sleep (Hinton et al. 1995)")
 register_objective("rws", lambda k: RWS(num_particles=k), takes_k=True,
                    description="reweighted wake-sleep, wake-phi (Bornschein & Bengio 2015)")
+register_objective("mcmc-refined", lambda: MCMCRefinedELBO(),
+                   description="ELBO for the guide; the model learns from HMC-refined guide samples "
+                               "(Hoffman 2017)")
+register_objective("mcem", lambda: MCEM(),
+                   description="Monte Carlo EM, persistent HMC chains; the guide learns by the "
+                               "ELBO, to report a bound")

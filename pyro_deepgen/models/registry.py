@@ -12,8 +12,10 @@ import torch
 from torch import nn
 
 from pyro_deepgen.models.categorical_vae import CategoricalVAE
+from pyro_deepgen.models.dlgm import DLGM
 from pyro_deepgen.models.nice import NICE, RealNVP
 from pyro_deepgen.models.sbn import SigmoidBeliefNet
+from pyro_deepgen.models.semi_supervised import M1, M1M2, M2
 from pyro_deepgen.models.vae import VAE
 
 __all__ = ["MODELS", "ModelSpec", "register_model", "build_model", "model_options", "model_spec",
@@ -30,6 +32,12 @@ class ModelSpec:
     options: tuple[str, ...]
     #: the model is a density on continuous data: 8-bit data are dequantized, never binarized
     dequantize: bool = False
+    #: how the model uses labels (``--labels``): ``None`` (it does not);
+    #: ``"batches"``: ``model(x, y)`` on labelled rows in every batch besides
+    #: ``model(x)`` on unlabelled ones, trained with
+    #: :class:`~pyro_deepgen.models.EnumELBO` (M2, M1+M2); ``"classifier"``: the
+    #: generative part trains on the images alone, then ``fit_classifier(x, y)`` (M1)
+    labels: str | None = None
 
 
 def _sbn(x_dim: int, z_dim: int = 200, likelihood: str = "bernoulli") -> SigmoidBeliefNet:
@@ -45,14 +53,35 @@ def _categorical(x_dim: int, z_dim: int = 20, hidden=(200,), activation: str = "
     return CategoricalVAE(x_dim, num_vars=z_dim, num_classes=10, hidden=hidden, activation=activation)
 
 
+def _dlgm(x_dim: int, z_dims=None, hidden=((200, 200), (100, 100)), likelihood: str = "bernoulli",
+          activation: str = "tanh") -> DLGM:
+    return DLGM(x_dim, z_dims=(100, 50) if z_dims is None else tuple(z_dims), hidden=hidden,
+                likelihood=likelihood, activation=activation)
+
+
+def _m1m2(x_dim: int, y_dim: int = 10, z_dims=None, hidden=(500,), likelihood: str = "bernoulli",
+          activation: str = "softplus", alpha: float = 50.0, m1_hidden=(600, 600)) -> M1M2:
+    z1_dim, z_dim = (50, 50) if z_dims is None else tuple(z_dims)
+    return M1M2(x_dim, y_dim, z1_dim, z_dim, m1_hidden=m1_hidden, hidden=hidden, likelihood=likelihood,
+                alpha=alpha, activation=activation)
+
+
 MODELS: dict[str, ModelSpec] = {
-    "vae": ModelSpec(VAE, ("z_dim", "hidden", "likelihood", "activation", "flow", "num_flows")),
+    "vae": ModelSpec(VAE, ("z_dim", "hidden", "likelihood", "activation", "flow", "num_flows",
+                           "hvi", "hvi_leapfrog")),
     "sbn": ModelSpec(_sbn, ("z_dim", "likelihood")),  # one layer of z_dim Bernoulli latents
     # z_dim one-hot variables of 10 classes each
     "categorical-vae": ModelSpec(_categorical, ("z_dim", "hidden", "activation", "likelihood")),
     # exact-likelihood flows on dequantized grey levels; num_couplings and prior via extra options
     "nice": ModelSpec(NICE, ("hidden", "activation"), dequantize=True),
     "realnvp": ModelSpec(RealNVP, ("hidden", "activation"), dequantize=True),
+    # stochastic layers of sizes z_dims (default 100, 50); one list of hidden widths for every layer
+    "dlgm": ModelSpec(_dlgm, ("z_dims", "hidden", "likelihood", "activation")),
+    # semi-supervised (Kingma et al. 2014); y_dim comes from the labelled data
+    "m2": ModelSpec(M2, ("z_dim", "hidden", "likelihood", "activation", "alpha"), labels="batches"),
+    "m1": ModelSpec(M1, ("z_dim", "hidden", "likelihood", "activation"), labels="classifier"),
+    # z_dims = (M1's latent, M2's latent); hidden is M2's, M1's via extra m1_hidden
+    "m1m2": ModelSpec(_m1m2, ("z_dims", "hidden", "likelihood", "activation", "alpha"), labels="batches"),
 }
 
 

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from pyro_deepgen.distributions import IndependentBernoulli
-from pyro_deepgen.guides import FlowGuide
+from pyro_deepgen.guides import FlowGuide, HamiltonianGuide
 from pyro_deepgen.nn import MLP, NormalEncoder
 
 __all__ = ["VAE", "LIKELIHOODS"]
@@ -47,6 +47,10 @@ class VAE(nn.Module):
         the encoder's Gaussian, with the encoder's last hidden layer as context.
         The flow's parameters sit with the encoder's in ``name.encoder``.
     :param num_flows: the number of flow transforms.
+    :param hvi: the number of Hamiltonian transitions that refine the guide's sample
+        (Hamiltonian variational inference, :class:`~pyro_deepgen.guides.HamiltonianGuide`);
+        0 for none. Its networks register as ``name.hvi``.
+    :param hvi_leapfrog: leapfrog steps per Hamiltonian transition.
 
     Example:
         >>> import pyro
@@ -56,6 +60,9 @@ class VAE(nn.Module):
         >>> loss = svi.step(torch.bernoulli(torch.full((8, 64), 0.5)))
         >>> flow_vae = VAE(x_dim=64, z_dim=2, hidden=(32,), flow="planar", num_flows=4)
         >>> svi = SVI(flow_vae.model, flow_vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
+        >>> loss = svi.step(torch.bernoulli(torch.full((8, 64), 0.5)))
+        >>> hvi_vae = VAE(x_dim=64, z_dim=2, hidden=(32,), hvi=1)
+        >>> svi = SVI(hvi_vae.model, hvi_vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
         >>> loss = svi.step(torch.bernoulli(torch.full((8, 64), 0.5)))
     """
 
@@ -69,6 +76,8 @@ class VAE(nn.Module):
         name: str = "vae",
         flow: str | None = None,
         num_flows: int = 4,
+        hvi: int = 0,
+        hvi_leapfrog: int = 5,
     ):
         super().__init__()
         if likelihood not in LIKELIHOODS:
@@ -86,6 +95,13 @@ class VAE(nn.Module):
             encoder, z_dim, flow=flow, num_flows=num_flows, name=f"{name}.encoder")
         out = x_dim if likelihood == "bernoulli" else 2 * x_dim
         self.decoder = MLP(z_dim, tuple(reversed(self.hidden)), out, activation)
+        if hvi < 0:
+            raise ValueError(f"hvi (Hamiltonian transitions) must be >= 0; got {hvi}")
+        self.hvi = hvi
+        if hvi:
+            self.hamiltonian = HamiltonianGuide(self.base_guide, self.model, x_dim, z_dim,
+                                                num_transitions=hvi, num_leapfrog=hvi_leapfrog,
+                                                name=f"{name}.hvi")
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != 2 or x.shape[-1] != self.x_dim:
@@ -122,6 +138,13 @@ class VAE(nn.Module):
             pyro.sample("x", self.likelihood_dist(z), obs=x)
 
     def guide(self, x: torch.Tensor) -> None:
+        """:meth:`base_guide`, refined by the Hamiltonian transitions if there are any."""
+        if self.hvi:
+            self.hamiltonian(x)
+        else:
+            self.base_guide(x)
+
+    def base_guide(self, x: torch.Tensor) -> None:
         """``z ~ N(loc(x), diag(scale(x)^2))`` from the encoder, pushed through the
         flow if there is one, under the ``"data"`` plate."""
         self._check(x)
@@ -130,7 +153,8 @@ class VAE(nn.Module):
             pyro.sample("z", self.guide_dist(x))
 
     def guide_dist(self, x: torch.Tensor) -> dist.TorchDistribution:
-        """``q(z|x)``, with batch shape ``(batch,)`` and event shape ``(z_dim,)``."""
+        """``q(z|x)`` of :meth:`base_guide` (without the Hamiltonian transitions),
+        with batch shape ``(batch,)`` and event shape ``(z_dim,)``."""
         if self.flow is not None:
             return self.encoder.distribution(x)
         loc, scale = self.encoder(x)
