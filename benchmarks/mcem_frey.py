@@ -8,16 +8,19 @@ a lower bound to report; the curves are the validation ELBO per epoch.
 
     python benchmarks/mcem_frey.py --data-root ../shared/data --budget 300 --out runs/mcem
 
-Writes ``compare``'s ``results.md``, ``results.json`` and ``curves.png`` into OUT.
+Writes ``compare``'s ``results.md``, ``results.json`` and ``curves.png``, and
+``bound_curves.png`` (the bound against epoch and against seconds) into OUT.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 from pathlib import Path
 
+from pyro_deepgen import plots
 from pyro_deepgen.experiment import RunConfig, compare_runs
 
 
@@ -38,6 +41,10 @@ def main() -> None:
     t0 = time.perf_counter()
     compare_runs(configs, args.out, num_samples=args.num_samples, progress=False)
     print(f"{time.perf_counter() - t0:.0f} s")
+    out = Path(args.out)
+    histories = {c.name: json.loads((out / c.name / "history.json").read_text()) for c in configs}
+    plots.save_figure(plots.bound_curves(histories, title="Frey faces: VAE against MCEM"),
+                      out / "bound_curves.png")
     print((Path(args.out) / "results.md").read_text())
 
 

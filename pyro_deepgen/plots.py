@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
-__all__ = ["image_grid", "training_curves", "latent_manifold", "snr_against_k", "kl_per_unit",
+__all__ = ["image_grid", "training_curves", "bound_curves", "latent_manifold", "snr_against_k", "kl_per_unit",
            "save_figure"]
 
 
@@ -53,6 +53,27 @@ def training_curves(histories: Mapping[str, Sequence[dict]], title: str | None =
             axes[1].plot(epochs, [r["val_elbo"] for r in hist], label=name)
     axes[0].set(xlabel="epoch", ylabel="training loss per datapoint (nats)")
     axes[1].set(xlabel="epoch", ylabel="validation ELBO per datapoint (nats)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.get_lines():
+            ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def bound_curves(histories: Mapping[str, Sequence[dict]], title: str | None = None) -> Figure:
+    """Validation ELBO against epoch (log scale) and against training seconds, one line
+    per run: the two views of an equal-budget comparison of runs whose steps differ in cost."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, hist in histories.items():
+        hist = [r for r in hist if "val_elbo" in r]
+        seconds = torch.tensor([float(r["seconds"]) for r in hist]).cumsum(0).tolist()
+        axes[0].plot([r["epoch"] for r in hist], [r["val_elbo"] for r in hist], label=name)
+        axes[1].plot(seconds, [r["val_elbo"] for r in hist], label=name)
+    axes[0].set(xlabel="epoch", ylabel="validation ELBO per datapoint (nats)", xscale="log")
+    axes[1].set(xlabel="training seconds", ylabel="validation ELBO per datapoint (nats)")
     for ax in axes:
         ax.grid(alpha=0.3)
         if ax.get_lines():

@@ -21,7 +21,7 @@ from pyro.distributions import constraints
 from pyro.ops.integrator import velocity_verlet
 from pyro.poutine.util import site_is_subsample
 
-__all__ = ["log_joint", "grad_log_prob", "leapfrog", "hmc", "check_step_size"]
+__all__ = ["log_joint", "grad_log_prob", "leapfrog", "hmc", "check_step_size", "check_hmc_options"]
 
 
 def _continuous(site: dict) -> None:
@@ -95,6 +95,17 @@ def check_step_size(step_size: float | torch.Tensor) -> None:
     t = torch.as_tensor(step_size)
     if not bool(torch.isfinite(t).all()) or bool((t <= 0).any()):
         raise ValueError(f"step_size must be positive and finite; got {step_size}")
+
+
+def check_hmc_options(owner: str, num_steps: int, num_leapfrog: int, step_size: float,
+                      target_accept: float) -> None:
+    """Clear errors for the options of an HMC-based objective named ``owner``."""
+    for label, v in (("num_steps", num_steps), ("num_leapfrog", num_leapfrog)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{owner} needs an integer {label} >= 1; got {v!r}")
+    check_step_size(step_size)
+    if not 0 < target_accept < 1:
+        raise ValueError(f"target_accept must be in (0, 1); got {target_accept}")
 
 
 def leapfrog(z: torch.Tensor, v: torch.Tensor, log_prob: Callable[[torch.Tensor], torch.Tensor],

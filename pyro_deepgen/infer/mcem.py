@@ -9,7 +9,7 @@ from typing import Any, Callable
 import torch
 from pyro import poutine
 
-from pyro_deepgen.infer.leapfrog import check_step_size, hmc, log_joint
+from pyro_deepgen.infer.leapfrog import check_hmc_options, hmc, log_joint
 from pyro_deepgen.infer.objective import Objective, Terms
 
 __all__ = ["MCEM"]
@@ -58,12 +58,7 @@ class MCEM(Objective):
     def __init__(self, num_steps: int = 10, num_leapfrog: int = 10, step_size: float = 0.05,
                  target_accept: float = 0.9, train_guide: bool = True, site: str = "z",
                  max_plate_nesting: int = 1):
-        for label, v in (("num_steps", num_steps), ("num_leapfrog", num_leapfrog)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"MCEM needs an integer {label} >= 1; got {v!r}")
-        check_step_size(step_size)
-        if not 0 < target_accept < 1:
-            raise ValueError(f"target_accept must be in (0, 1); got {target_accept}")
+        check_hmc_options("MCEM", num_steps, num_leapfrog, step_size, target_accept)
         super().__init__(1, max_plate_nesting)
         self.num_steps, self.num_leapfrog, self.site = num_steps, num_leapfrog, site
         self.step_size, self.target_accept, self.train_guide = float(step_size), target_accept, train_guide
