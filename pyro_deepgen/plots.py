@@ -43,17 +43,28 @@ def image_grid(images: torch.Tensor, image_shape: Sequence[int], nrow: int | Non
     return fig
 
 
-def training_curves(histories: Mapping[str, Sequence[dict]], title: str | None = None) -> Figure:
-    """Training loss (per datapoint) and validation ELBO against epoch, one line per run."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for name, hist in histories.items():
-        epochs = [r["epoch"] for r in hist]
-        axes[0].plot(epochs, [r["train_loss"] for r in hist], label=name)
-        if hist and "val_elbo" in hist[0]:
-            axes[1].plot(epochs, [r["val_elbo"] for r in hist], label=name)
-    axes[0].set(xlabel="epoch", ylabel="training loss per datapoint (nats)")
-    axes[1].set(xlabel="epoch", ylabel="validation ELBO per datapoint (nats)")
-    for ax in axes:
+_LOSS = "training loss per datapoint (nats)"
+_BOUND = "validation ELBO per datapoint (nats)"
+
+
+def _epochs(hist: Sequence[dict]) -> list[float]:
+    return [r["epoch"] for r in hist]
+
+
+def _seconds(hist: Sequence[dict]) -> list[float]:
+    return torch.tensor([float(r["seconds"]) for r in hist]).cumsum(0).tolist()
+
+
+def _curves(histories: Mapping[str, Sequence[dict]], panels: Sequence[tuple], title: str | None) -> Figure:
+    """One panel per ``(x_of_history, y_key, xlabel, ylabel, xscale)``, one line per run
+    (runs whose records lack ``y_key`` are left out of that panel)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6))
+    for ax, (x_of, key, xlabel, ylabel, xscale) in zip(axes, panels):
+        for name, hist in histories.items():
+            hist = [r for r in hist if key in r]
+            if hist:
+                ax.plot(x_of(hist), [r[key] for r in hist], label=name)
+        ax.set(xlabel=xlabel, ylabel=ylabel, xscale=xscale)
         ax.grid(alpha=0.3)
         if ax.get_lines():
             ax.legend()
@@ -61,27 +72,19 @@ def training_curves(histories: Mapping[str, Sequence[dict]], title: str | None =
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def training_curves(histories: Mapping[str, Sequence[dict]], title: str | None = None) -> Figure:
+    """Training loss (per datapoint) and validation ELBO against epoch, one line per run."""
+    return _curves(histories, [(_epochs, "train_loss", "epoch", _LOSS, "linear"),
+                               (_epochs, "val_elbo", "epoch", _BOUND, "linear")], title)
 
 
 def bound_curves(histories: Mapping[str, Sequence[dict]], title: str | None = None) -> Figure:
     """Validation ELBO against epoch (log scale) and against training seconds, one line
     per run: the two views of an equal-budget comparison of runs whose steps differ in cost."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for name, hist in histories.items():
-        hist = [r for r in hist if "val_elbo" in r]
-        seconds = torch.tensor([float(r["seconds"]) for r in hist]).cumsum(0).tolist()
-        axes[0].plot([r["epoch"] for r in hist], [r["val_elbo"] for r in hist], label=name)
-        axes[1].plot(seconds, [r["val_elbo"] for r in hist], label=name)
-    axes[0].set(xlabel="epoch", ylabel="validation ELBO per datapoint (nats)", xscale="log")
-    axes[1].set(xlabel="training seconds", ylabel="validation ELBO per datapoint (nats)")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        if ax.get_lines():
-            ax.legend()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _curves(histories, [(_epochs, "val_elbo", "epoch", _BOUND, "log"),
+                               (_seconds, "val_elbo", "training seconds", _BOUND, "linear")], title)
 
 
 def latent_manifold(decode: Callable[[torch.Tensor], torch.Tensor], image_shape: Sequence[int],
