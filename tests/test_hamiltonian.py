@@ -363,3 +363,19 @@ def test_run_names_tell_hvi_runs_apart():
 
     assert RunConfig(hvi=4, hvi_leapfrog=5).name == "elbo+hvi-4x5"
     assert "hvi" not in RunConfig().model_options()
+
+
+def test_evaluation_subset_is_fixed_random_and_ordered():
+    from torch.utils.data import TensorDataset
+
+    from pyro_deepgen.experiment import evaluation_subset
+
+    labels = torch.arange(10).repeat_interleave(100)  # sorted by label, like binarized MNIST's test split
+    data = TensorDataset(torch.arange(1000.0).unsqueeze(-1), labels)
+    a, b = evaluation_subset(data, 200), evaluation_subset(data, 200)
+    assert torch.equal(a.tensors[0], b.tensors[0]) and len(a) == 200
+    assert bool((a.tensors[0][1:, 0] > a.tensors[0][:-1, 0]).all())  # original order kept
+    assert len(a.tensors[1].unique()) == 10  # every class, unlike the first 200 rows
+    assert evaluation_subset(data, 5000) is data
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        evaluation_subset(data, 0)
