@@ -12,8 +12,8 @@ from pyro.infer import SVI, Trace_ELBO
 
 from linear_gaussian import LinearGaussian
 from pyro_deepgen.guides import HamiltonianGuide
-from pyro_deepgen.infer import (IWAE, MCEM, STL, MCMCRefinedELBO, hmc, leapfrog, log_joint,
-                                log_weights)
+from pyro_deepgen.infer import (IWAE, MCEM, STL, MCMCRefinedELBO, grad_log_prob, hmc, leapfrog,
+                                log_joint, log_weights)
 from pyro_deepgen.infer.mcem import _row_keys
 from pyro_deepgen.models import VAE
 
@@ -70,8 +70,9 @@ def test_leapfrog_is_reversible_with_negated_momentum(target):
         log_p, d = log_joint(lg.model, (lg.sample_x(4),)), 2
     z, v = torch.randn(4, d, dtype=torch.float64), torch.randn(4, d, dtype=torch.float64)
     eps = torch.linspace(0.05, 0.3, d, dtype=torch.float64)  # one step size per dimension
-    z1, v1 = leapfrog(z, v, log_p, eps, 7, create_graph=False)
-    z2, v2 = leapfrog(z1, -v1, log_p, eps, 7, create_graph=False)
+    z1, v1, g1 = leapfrog(z, v, log_p, eps, 7, create_graph=False)
+    torch.testing.assert_close(g1, grad_log_prob(log_p, z1)[1])  # the gradient to chain calls with
+    z2, v2, _ = leapfrog(z1, -v1, log_p, eps, 7, create_graph=False, grad=g1)
     assert not torch.allclose(z1, z)
     torch.testing.assert_close(z2, z, rtol=0, atol=1e-10)
     torch.testing.assert_close(-v2, v, rtol=0, atol=1e-10)
@@ -89,7 +90,7 @@ def test_leapfrog_preserves_volume(target):
 
     def flow(zv):  # one datapoint: the first row of the batch
         z, v = zv[:d].expand(4, d), zv[d:].expand(4, d)
-        z1, v1 = leapfrog(z, v, log_p, eps, 3, create_graph=True)
+        z1, v1, _ = leapfrog(z, v, log_p, eps, 3, create_graph=True)
         return torch.cat([z1[0], v1[0]])
 
     jac = torch.autograd.functional.jacobian(flow, x0)
@@ -100,7 +101,7 @@ def test_leapfrog_preserves_volume(target):
 def test_leapfrog_gradient_flows_to_the_model_and_the_step_size():
     lg = _lg()
     eps = torch.tensor([0.2, 0.1], dtype=torch.float64, requires_grad=True)
-    z, v = leapfrog(torch.randn(3, 2, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64),
+    z, v, _ = leapfrog(torch.randn(3, 2, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64),
                     log_joint(lg.model, (lg.sample_x(3),)), eps, 2)
     z.sum().backward()
     assert eps.grad is not None and lg.W.grad is not None and lg.W.grad.abs().sum() > 0

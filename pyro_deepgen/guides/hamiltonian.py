@@ -29,7 +29,7 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 from torch.nn.functional import softplus
 
-from pyro_deepgen.infer.leapfrog import check_step_size, leapfrog, log_joint
+from pyro_deepgen.infer.leapfrog import check_counts, check_step_size, leapfrog, log_joint
 from pyro_deepgen.nn import MLP
 
 __all__ = ["HamiltonianGuide", "REVERSE"]
@@ -140,9 +140,7 @@ class HamiltonianGuide(nn.Module):
         name: str = "hvi",
     ):
         super().__init__()
-        for label, v in (("num_transitions", num_transitions), ("num_leapfrog", num_leapfrog)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"HamiltonianGuide needs an integer {label} >= 1; got {v!r}")
+        check_counts("HamiltonianGuide", num_transitions=num_transitions, num_leapfrog=num_leapfrog)
         check_step_size(step_size)
         if reverse not in REVERSE:
             raise ValueError(f"unknown reverse {reverse!r}; valid: {', '.join(REVERSE)}")
@@ -199,12 +197,14 @@ class HamiltonianGuide(nn.Module):
         differentiable = torch.is_grad_enabled()
         h = self.context(x)
         eps = self.step_size
+        grad = None  # d log p / dz at z, carried from one transition to the next
         for t in range(self.num_transitions):
             hz = torch.cat([h.expand(*z.shape[:-1], h.shape[-1]), z], dim=-1)
             q_v = self.momentum[t](hz)
             v = q_v.rsample()
             log_q = log_q + q_v.log_prob(v)
-            z, v = leapfrog(z, v, log_p, eps[t], self.num_leapfrog, create_graph=differentiable)
+            z, v, grad = leapfrog(z, v, log_p, eps[t], self.num_leapfrog,
+                                  create_graph=differentiable, grad=grad)
             if not bool(torch.isfinite(z).all() and torch.isfinite(v).all()):
                 raise RuntimeError(f"HamiltonianGuide: the leapfrog trajectory of transition {t + 1} "
                                    "diverged (non-finite values); lower the step size")

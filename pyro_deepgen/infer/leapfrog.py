@@ -21,7 +21,8 @@ from pyro.distributions import constraints
 from pyro.ops.integrator import velocity_verlet
 from pyro.poutine.util import site_is_subsample
 
-__all__ = ["log_joint", "grad_log_prob", "leapfrog", "hmc", "check_step_size", "check_hmc_options"]
+__all__ = ["log_joint", "grad_log_prob", "leapfrog", "hmc", "check_counts", "check_step_size",
+           "check_hmc_options"]
 
 
 def _continuous(site: dict) -> None:
@@ -97,20 +98,25 @@ def check_step_size(step_size: float | torch.Tensor) -> None:
         raise ValueError(f"step_size must be positive and finite; got {step_size}")
 
 
+def check_counts(owner: str, **counts: int) -> None:
+    """A clear error unless every ``label=value`` is an integer >= 1."""
+    for label, v in counts.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{owner} needs an integer {label} >= 1; got {v!r}")
+
+
 def check_hmc_options(owner: str, num_steps: int, num_leapfrog: int, step_size: float,
                       target_accept: float) -> None:
     """Clear errors for the options of an HMC-based objective named ``owner``."""
-    for label, v in (("num_steps", num_steps), ("num_leapfrog", num_leapfrog)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{owner} needs an integer {label} >= 1; got {v!r}")
+    check_counts(owner, num_steps=num_steps, num_leapfrog=num_leapfrog)
     check_step_size(step_size)
     if not 0 < target_accept < 1:
         raise ValueError(f"target_accept must be in (0, 1); got {target_accept}")
 
 
 def leapfrog(z: torch.Tensor, v: torch.Tensor, log_prob: Callable[[torch.Tensor], torch.Tensor],
-             step_size: float | torch.Tensor, num_steps: int,
-             create_graph: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+             step_size: float | torch.Tensor, num_steps: int, create_graph: bool = True,
+             grad: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""``num_steps`` leapfrog steps of Hamiltonian dynamics with potential
     :math:`-\log p` and unit mass: a half kick, a drift, a half kick, per step.
 
@@ -118,16 +124,21 @@ def leapfrog(z: torch.Tensor, v: torch.Tensor, log_prob: Callable[[torch.Tensor]
     map volume preserving and reversible with negated momentum. With
     ``create_graph`` the result is differentiable with respect to ``z``, ``v``,
     ``step_size`` and the parameters of ``log_prob``.
+
+    :param grad: :math:`\nabla_z \log p` at ``z`` if the caller has it (e.g. from the
+        previous call), which saves one gradient evaluation.
+    :returns: ``(z, v, grad)``: the new state and the gradient at the new ``z``, to pass
+        to the next call.
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1; got {num_steps}")
-    _, g = grad_log_prob(log_prob, z, create_graph)
+    g = grad_log_prob(log_prob, z, create_graph)[1] if grad is None else grad
     for _ in range(num_steps):
         v = v + 0.5 * step_size * g
         z = z + step_size * v
         _, g = grad_log_prob(log_prob, z, create_graph)
         v = v + 0.5 * step_size * g
-    return z, v
+    return z, v, g
 
 
 @torch.no_grad()
@@ -163,8 +174,12 @@ def hmc(z: torch.Tensor, log_prob: Callable[[torch.Tensor], torch.Tensor],
         raise RuntimeError(f"HMC: the log density is not finite at the start of "
                            f"{int((~torch.isfinite(lp)).sum())} chain(s)")
 
+    last: list = [None, None]  # the latest (z, log p(z)) that velocity_verlet evaluated
+
     def potential(d: dict) -> torch.Tensor:
-        return -log_prob(d["z"]).sum()
+        lp_z = log_prob(d["z"])
+        last[:] = d["z"], lp_z.detach()
+        return -lp_z.sum()
 
     for _ in range(num_steps):
         v = torch.randn_like(z)
@@ -172,8 +187,11 @@ def hmc(z: torch.Tensor, log_prob: Callable[[torch.Tensor], torch.Tensor],
             new, v_new, g_new, _ = velocity_verlet({"z": z}, {"z": v}, potential, lambda r: r,
                                                    eps.unsqueeze(-1), num_leapfrog, {"z": -g})
         z_new = new["z"].detach()
-        with pyro.validation_enabled(False):
-            lp_new = log_prob(z_new)
+        if last[0] is new["z"]:  # its final evaluation was at the proposal
+            lp_new = last[1]
+        else:  # Pyro's exception handler cut it short
+            with pyro.validation_enabled(False):
+                lp_new = log_prob(z_new)
         log_ratio = lp_new - lp - 0.5 * (v_new["z"].pow(2).sum(-1) - v.pow(2).sum(-1))
         log_ratio = torch.nan_to_num(log_ratio, nan=-math.inf)  # diverged: rejected
         accept_prob = log_ratio.clamp(max=0).exp()
