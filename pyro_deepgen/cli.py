@@ -61,6 +61,11 @@ def _run_options(p: argparse.ArgumentParser, epochs: int) -> None:
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    g.add_argument("--backend", default="auto", choices=("auto", "gloo", "nccl"),
+                   help="under torchrun: the process group's backend (auto: nccl on cuda, gloo on cpu)")
+    g.add_argument("--check-sync-every", type=int, default=None,
+                   help="under torchrun, debugging: check every N steps that the processes hold "
+                        "identical parameters")
     g.add_argument("--max-time", type=float, default=None, help="training budget per run, seconds")
     g.add_argument("--patience", type=int, default=None, help="early stopping on the valid split")
     g.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
@@ -80,7 +85,8 @@ def _config(args: argparse.Namespace, objective: str):
         z_dims=args.z_dims, labels=args.labels, labelled_batch_size=args.labelled_batch_size,
         alpha=args.alpha, binarize=args.binarize, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, device=args.device, max_time=args.max_time, patience=args.patience,
-        checkpoint_every=args.checkpoint_every, data_root=args.data_root, download=args.download)
+        checkpoint_every=args.checkpoint_every, data_root=args.data_root, download=args.download,
+        backend=args.backend, check_sync_every=args.check_sync_every)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,13 +144,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from pyro_deepgen import experiment
+    from pyro_deepgen import distributed, experiment
 
     try:
+        if args.command != "train" and distributed.launched_world_size() > 1:
+            raise ValueError(f"{args.command} runs in one process; only train runs under torchrun "
+                             "with several processes (WORLD_SIZE > 1)")
         if args.command == "train":
             history = experiment.train_run(_config(args, args.objective), args.out,
                                            progress=not args.quiet)
-            print(json.dumps(history[-1] if history else {}, indent=1))
+            if distributed.rank() == 0:
+                print(json.dumps(history[-1] if history else {}, indent=1))
         elif args.command == "evaluate":
             result = experiment.evaluate_run(args.run, num_samples=args.num_samples, split=args.split,
                                              batch_size=args.batch_size, device=args.device,
@@ -175,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"pyro-deepgen {args.command}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        distributed.shutdown()
     return 0
 
 

@@ -24,6 +24,7 @@ from torch.utils.data import TensorDataset
 
 from pyro_deepgen import plots
 from pyro_deepgen.data import DATASETS, LabelledData, image_shape, load_dataset, semi_supervised_data
+from pyro_deepgen.distributed import BACKENDS, init_distributed, rank
 from pyro_deepgen.diagnostics import kl_per_unit, mutual_information
 from pyro_deepgen.evaluate import active_units, ais_log_likelihood, elbo, log_likelihood
 from pyro_deepgen.infer import KLSchedule, make_objective
@@ -55,7 +56,7 @@ EVALUATION = "evaluation.json"
 EVALUATION_METHODS = ("iwae", "ais")
 BINARIZE = ("auto", "dynamic", "static", "none")
 # fields that may change when a run is resumed: where data comes from, and where it runs
-_NOT_RESULTS = {"data_root", "download", "device"}
+_NOT_RESULTS = {"data_root", "download", "device", "backend", "check_sync_every"}
 
 
 @dataclass
@@ -95,6 +96,10 @@ class RunConfig:
     labelled_batch_size: int | None = None
     #: weight of the classification term on labelled data (m2, m1m2)
     alpha: float = 50.0
+    #: data-parallel training under torchrun: "auto" | "gloo" | "nccl"
+    backend: str = "auto"
+    #: data-parallel debugging: compare parameter checksums across processes every N steps
+    check_sync_every: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -115,6 +120,8 @@ class RunConfig:
             raise ValueError(f"model {self.model!r} takes no Hamiltonian guide; HVI: --model vae")
         if self.hvi < 0 or self.hvi_leapfrog < 1:
             raise ValueError(f"hvi must be >= 0 and hvi_leapfrog >= 1; got {self.hvi}, {self.hvi_leapfrog}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; valid: {', '.join(sorted(DATASETS))}")
         self._check_structured(options)
@@ -218,7 +225,10 @@ def load_run_config(directory: str | os.PathLike) -> RunConfig:
 
 
 def train_run(cfg: RunConfig, out: str | os.PathLike, progress: bool = True) -> list[dict]:
-    """Trains ``cfg`` into the folder ``out`` (resuming a run already there)."""
+    """Trains ``cfg`` into the folder ``out`` (resuming a run already there).
+    Under ``torchrun``, trains data-parallel; only rank 0 writes to ``out``."""
+    init_distributed(cfg.device, cfg.backend)
+    writer = rank() == 0
     out = Path(out)
     run_path = out / RUN
     if run_path.exists():
@@ -229,8 +239,9 @@ def train_run(cfg: RunConfig, out: str | os.PathLike, progress: bool = True) -> 
                              f"{', '.join(changed)}); use another --out")
     train = dataset_for(cfg, "train")
     val = dataset_for(cfg, "valid") if "valid" in DATASETS[cfg.dataset].splits else None
-    out.mkdir(parents=True, exist_ok=True)
-    run_path.write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+        run_path.write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     pyro.clear_param_store()
     pyro.set_rng_seed(cfg.seed)
     x_dim = train.tensors[0].shape[1]
@@ -242,14 +253,16 @@ def train_run(cfg: RunConfig, out: str | os.PathLike, progress: bool = True) -> 
                                    download=cfg.download, binarize=_binarize_for(cfg, "test"))
         if uses == "batches":
             config["y_dim"] = lab.num_classes
-        (out / LABELS).write_text(json.dumps({"protocol": lab.protocol, "num_classes": lab.num_classes,
-                                              "pool_indices": lab.indices.tolist()}))
+        if writer:
+            (out / LABELS).write_text(json.dumps({"protocol": lab.protocol, "num_classes": lab.num_classes,
+                                                  "pool_indices": lab.indices.tolist()}))
     module = build_model(cfg.model, **config)
     if hasattr(module, "initialize_scale") and not (out / CHECKPOINT).exists():
         module.initialize_scale(train.tensors[0][:1000])
     options = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                    val_dataset=val, patience=cfg.patience, device=cfg.device, max_time=cfg.max_time,
-                   checkpoint_every=cfg.checkpoint_every, progress=progress)
+                   checkpoint_every=cfg.checkpoint_every, progress=progress, backend=cfg.backend,
+                   check_sync_every=cfg.check_sync_every)
     pretrain = getattr(module, "pretrain", None)
     if isinstance(pretrain, torch.nn.Module):  # a first stage (M1 of M1+M2), in its own folder
         fit(pretrain.model, pretrain.guide, train, make_objective("elbo"), out=out / "pretrain", **options)
@@ -261,7 +274,8 @@ def train_run(cfg: RunConfig, out: str | os.PathLike, progress: bool = True) -> 
     if lab is not None:
         options["callbacks"] = [_test_error(module, lab, cfg.device, cfg.seed)]
     history = fit(module.model, module.guide, train, loss, out=out, **options)
-    save_model(module.cpu(), cfg.model, config, out)
+    if writer:
+        save_model(module.cpu(), cfg.model, config, out)
     return history
 
 

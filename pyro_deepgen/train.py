@@ -20,6 +20,7 @@ from pyro.infer import ELBO, SVI
 from torch.utils.data import Dataset, DistributedSampler
 from tqdm import tqdm
 
+from pyro_deepgen.distributed import DataParallel, init_distributed, local_device, rank
 from pyro_deepgen.evaluate import elbo as evaluate_elbo
 from pyro_deepgen.evaluate.batches import model_args
 
@@ -122,6 +123,8 @@ def fit(
     callbacks: Sequence[Callable[[dict], None]] = (),
     labelled: Dataset | None = None,
     labelled_batch_size: int | None = None,
+    backend: str = "auto",
+    check_sync_every: int | None = None,
 ) -> list[dict]:
     """Trains ``model``/``guide`` with ``SVI(model, guide, optim, loss)`` and
     returns the per-epoch history.
@@ -153,8 +156,19 @@ def fit(
         labelled rows, ``model(x, y)``; the labelled rows come from a fresh
         permutation (drawn from ``seed``) each time the set is used up, and
         ``train_loss`` is per row of both. An epoch is one pass over ``dataset``.
+    :param backend: data-parallel training under ``torchrun`` (see
+        :mod:`pyro_deepgen.distributed`): ``"auto"`` (NCCL on CUDA, gloo on
+        CPU), ``"gloo"`` or ``"nccl"``. Each of the N processes reads its shard
+        of every global batch of ``batch_size`` rows (``DistributedSampler``
+        with ``seed``), the gradients of all Pyro parameters are combined before
+        each optimizer step, and only rank 0 writes files and shows progress.
+        ``batch_size`` must be a multiple of N. A checkpoint resumes with any N.
+    :param check_sync_every: (debugging data-parallel runs) compare checksums
+        of the parameters across processes every this many steps.
     :raises FloatingPointError: on a NaN or infinite loss, naming the step;
         the last good checkpoint is left as it was.
+    :raises ~pyro_deepgen.distributed.LostProcessError: when another process
+        fails or stops answering (within the process group's timeout).
     """
     if epochs < 0 or batch_size < 1:
         raise ValueError(f"need epochs >= 0 and batch_size >= 1; got {epochs}, {batch_size}")
@@ -167,6 +181,15 @@ def fit(
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' was asked for, but torch.cuda.is_available() is False")
+    if check_sync_every is not None and check_sync_every < 1:
+        raise ValueError(f"check_sync_every must be >= 1; got {check_sync_every}")
+    world = init_distributed(device, backend)
+    device, me = local_device(device), rank()
+    if batch_size % world:
+        raise ValueError(f"batch_size={batch_size} is the global batch, split evenly over the {world} "
+                         f"processes; it must be a multiple of {world} (e.g. "
+                         f"{batch_size - batch_size % world or world})")
+    local_batch = batch_size // world
     for fn in (model, guide):
         module = _module_of(fn)
         if module is not None:
@@ -175,12 +198,13 @@ def fit(
     optim = optim if optim is not None else pyro.optim.Adam({"lr": lr})
     svi = SVI(model, guide, optim, loss)
     out_dir = Path(out) if out is not None else None
-    if out_dir is not None:
+    if out_dir is not None and me == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
 
     pyro.set_rng_seed(seed)
-    sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed)
-    steps_per_epoch = n // batch_size if drop_last else -(-n // batch_size)
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=me, shuffle=True, seed=seed)
+    n_local = len(sampler)  # ceil(n / world): the sampler repeats up to world - 1 rows per epoch
+    steps_per_epoch = n_local // local_batch if drop_last else -(-n_local // local_batch)
     if steps_per_epoch == 0:
         raise ValueError(f"drop_last with batch_size={batch_size} > {n} datapoints leaves no batch")
 
@@ -194,32 +218,58 @@ def fit(
     epoch, start_batch, step = 0, 0, 0
     best_val, bad_epochs, epoch_loss, epoch_seen, epoch_seconds = -math.inf, 0, 0.0, 0, 0.0
     ckpt_path = out_dir / CHECKPOINT if out_dir is not None else None
-    if ckpt_path is not None and resume and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, map_location=device)
-        first = torch.arange(min(batch_size, n))
-        with poutine.block(), torch.no_grad():  # create the params, then overwrite them
+    dp = DataParallel(device, str(ckpt_path) if ckpt_path is not None else None) if world > 1 else None
+    first = torch.arange(min(local_batch, n))
+    resuming = ckpt_path is not None and resume and ckpt_path.exists()
+    if resuming or dp is not None:
+        with poutine.block(), torch.no_grad():  # create the params (to overwrite or to broadcast)
             args = model_args(dataset[first], pass_labels, device)
             poutine.trace(guide).get_trace(*args)
-            poutine.trace(model).get_trace(*args)
+            model_trace = poutine.trace(model).get_trace(*args)
             if hasattr(loss, "init_params"):
                 loss.init_params(model, guide, *args)
+    if resuming:
+        ckpt = load_checkpoint(ckpt_path, map_location=device)
         _load_params(ckpt["params"])
         if hasattr(loss, "set_state") and ckpt.get("loss_state"):
             loss.set_state(ckpt["loss_state"])
         optim.set_state(ckpt["optim"])
         _set_rng_state(ckpt["rng"])
+        if me > 0:  # each process continues its own random stream, or starts one
+            saved = ckpt.get("rng_ranks", [])
+            if me < len(saved):
+                torch.set_rng_state(saved[me].cpu())
+            else:
+                pyro.set_rng_seed(_rank_seed(seed, me, ckpt["step"]))
         history = list(ckpt["history"])
         epoch, start_batch, step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
         best_val, bad_epochs = ckpt["best_val"], ckpt["bad_epochs"]
         epoch_loss, epoch_seen, epoch_seconds = ckpt["epoch_loss"], ckpt["epoch_seen"], ckpt["epoch_seconds"]
         logger.info("resumed from %s at epoch %d, batch %d (step %d)", ckpt_path, epoch, start_batch, step)
+    elif me > 0:
+        pyro.set_rng_seed(_rank_seed(seed, me, 0))
+    if dp is not None:
+        dp.broadcast_params()
+        dp.step = step
+        how = dp.reduction_for(model_trace)
+        if me == 0:
+            logger.info("data-parallel: %d processes, %d rows each per step; gradients: %s over "
+                        "processes", world, local_batch, how)
 
-    def save_checkpoint(e: int, b: int) -> None:
+    def save_checkpoint(e: int, b: int, merged: bool = False) -> None:
         if ckpt_path is None:
             return
+        rng_ranks = []
+        if dp is not None:  # collectives: every process takes part, rank 0 writes
+            if not merged:
+                dp.merge_chains(loss)
+            rng_ranks = dp.gather_rng()
+            if me != 0:
+                return
         _atomic_save({
             "format": _FORMAT, "epoch": e, "batch": b, "step": step,
             "params": _params(), "optim": optim.get_state(), "rng": _rng_state(),
+            "rng_ranks": rng_ranks, "world_size": world,
             "loss_state": loss.get_state() if hasattr(loss, "get_state") else {},
             "history": history, "best_val": best_val, "bad_epochs": bad_epochs,
             "epoch_loss": epoch_loss, "epoch_seen": epoch_seen, "epoch_seconds": epoch_seconds,
@@ -229,21 +279,32 @@ def fit(
     t_start = time.perf_counter()
     out_of_time = False
     bar = tqdm(total=epochs * steps_per_epoch, initial=min(step, epochs * steps_per_epoch),
-               disable=not progress, unit="step", dynamic_ncols=True, leave=False)
+               disable=not progress or me != 0, unit="step", dynamic_ncols=True, leave=False)
     stopped = patience is not None and bad_epochs >= patience  # a resumed run that stopped early
+    undo_signal = dp.install_signal_handler() if dp is not None else (lambda: None)
     try:
         while epoch < epochs and not out_of_time and not stopped:
             sampler.set_epoch(epoch)
             perm = torch.as_tensor(list(sampler))
             t_epoch = time.perf_counter()
             for b in range(start_batch, steps_per_epoch):
-                idx = perm[b * batch_size:(b + 1) * batch_size]
-                args = model_args(dataset[idx], pass_labels, device)
-                if labelled_rows is None:
-                    value = svi.step(*args)
-                else:
-                    lidx = labelled_rows(step)
-                    value = _joint_step(svi, args, model_args(labelled[lidx], True, device))
+                idx = perm[b * local_batch:(b + 1) * local_batch]
+                batches = [model_args(dataset[idx], pass_labels, device)]
+                rows = len(idx)
+                if labelled_rows is not None:
+                    lidx = labelled_rows(step).tensor_split(world)[me]
+                    batches.append(model_args(labelled[lidx], True, device))
+                    rows += len(lidx)
+                value, params = _loss_and_grads(svi, batches)
+                over = max_time is not None and time.perf_counter() - t_start >= max_time
+                if dp is not None:
+                    value, rows, over = dp.after_step(value, rows, over, params)
+                svi.optim(params)
+                pyro.infer.util.zero_grads(params)
+                if dp is not None:
+                    dp.average_state(loss)
+                    if check_sync_every and dp.step % check_sync_every == 0:
+                        dp.check_in_sync()
                 if not math.isfinite(value):
                     where = f" ({ckpt_path} is left as it was)" if ckpt_path is not None else ""
                     raise FloatingPointError(
@@ -251,9 +312,9 @@ def fit(
                         f"training stopped{where}")
                 step += 1
                 epoch_loss += value
-                epoch_seen += len(idx) + (len(lidx) if labelled_rows is not None else 0)
+                epoch_seen += rows
                 bar.update(1)
-                if max_time is not None and time.perf_counter() - t_start >= max_time:
+                if over:
                     out_of_time = True
                     start_batch = b + 1
                     break
@@ -263,6 +324,8 @@ def fit(
                     save_checkpoint(epoch, b + 1)
             else:
                 start_batch = 0
+            if dp is not None:  # every row's chain, for the next epoch's shards
+                dp.merge_chains(loss)
             epoch_seconds += time.perf_counter() - t_epoch
             record = {"epoch": epoch + 1, "step": step,
                       "train_loss": epoch_loss / max(epoch_seen, 1),
@@ -270,37 +333,58 @@ def fit(
             if kl is not None:
                 record["kl_weight"] = kl.factor(max(loss.kl_step - 1, 0))  # at the epoch's last step
             if val_dataset is not None:
-                val = evaluate_elbo(model, guide, val_dataset, num_samples=val_num_samples,
-                                    pass_labels=pass_labels, device=device).mean().item()
+                val = None
+                if me == 0:  # one process evaluates; the others wait for its figure
+                    val = evaluate_elbo(model, guide, val_dataset, num_samples=val_num_samples,
+                                        pass_labels=pass_labels, device=device).mean().item()
+                if dp is not None:
+                    val = dp.broadcast_float(val)
                 record["val_elbo"] = val
                 if val > best_val:
                     best_val, bad_epochs = val, 0
-                    if out_dir is not None:
+                    if out_dir is not None and me == 0:
                         _atomic_save(_params(), out_dir / BEST)
                     best_params = _params()
                 else:
                     bad_epochs += 1
             history.append(record)
-            for cb in callbacks:
-                cb(record)
+            if me == 0:
+                for cb in callbacks:
+                    cb(record)
             bar.set_postfix(loss=f"{record['train_loss']:.2f}",
                             **({"val_elbo": f"{record['val_elbo']:.2f}"} if "val_elbo" in record else {}))
             if not out_of_time:
                 epoch += 1
                 epoch_loss, epoch_seen, epoch_seconds = 0.0, 0, 0.0
             if out_dir is not None:
-                save_checkpoint(epoch, start_batch)
-                _write_history(history, out_dir)
+                save_checkpoint(epoch, start_batch, merged=True)
+                if me == 0:
+                    _write_history(history, out_dir)
             if patience is not None and bad_epochs >= patience:
                 logger.info("early stop at epoch %d: no improvement in %d epochs", epoch, patience)
                 stopped = True
     finally:
+        undo_signal()
         bar.close()
     if patience is not None and best_val > -math.inf:
         if best_params is None:  # the best epoch was before a resume
             best_params = torch.load(out_dir / BEST, map_location=device, weights_only=True)
         _load_params(best_params)
     return history
+
+
+def _rank_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of process ``rank``'s random stream from ``step`` on (rank 0 uses ``seed``)."""
+    return (seed * 1_000_003 + rank * 7_919 + step) % (2 ** 63)
+
+
+def _loss_and_grads(svi: SVI, batches: Sequence[tuple]) -> tuple[float, set[torch.Tensor]]:
+    """What ``svi.step`` does before the optimizer: the gradients of the summed
+    loss of ``batches`` (one, or an unlabelled and a labelled one) accumulate in
+    the parameters they reach; returns the loss and those parameters."""
+    with poutine.trace(param_only=True) as capture:
+        value = sum(float(svi.loss_and_grads(svi.model, svi.guide, *args)) for args in batches)
+    return value, set(site["value"].unconstrained() for site in capture.trace.nodes.values())
 
 
 def _labelled_rows(dataset: Dataset, labelled: Dataset | None, batch_size: int | None,
@@ -345,18 +429,6 @@ def _labelled_rows(dataset: Dataset, labelled: Dataset | None, batch_size: int |
         return torch.cat(out)
 
     return rows
-
-
-def _joint_step(svi: SVI, args_u: tuple, args_l: tuple) -> float:
-    """``svi.step`` on the sum of the losses of an unlabelled and a labelled batch:
-    gradients of both accumulate, then one optimizer step."""
-    with poutine.trace(param_only=True) as capture:
-        value = svi.loss_and_grads(svi.model, svi.guide, *args_u)
-        value = value + svi.loss_and_grads(svi.model, svi.guide, *args_l)
-    params = set(site["value"].unconstrained() for site in capture.trace.nodes.values())
-    svi.optim(params)
-    pyro.infer.util.zero_grads(params)
-    return float(value)
 
 
 def _write_history(history: list[dict], out_dir: Path) -> None:

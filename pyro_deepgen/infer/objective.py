@@ -124,6 +124,14 @@ class Objective(ELBO):
         """Restores what :meth:`get_state` returned."""
         self.kl_step = state.get("kl_step", 0)
 
+    def shared_state(self) -> dict[str, float]:
+        """The running averages that data-parallel training averages over its
+        processes after every step (see :mod:`pyro_deepgen.distributed`)."""
+        return {}
+
+    def load_shared_state(self, state: dict[str, float]) -> None:
+        """Takes back what :meth:`shared_state` returned, averaged."""
+
     def _count_step(self) -> None:
         if torch.is_grad_enabled():
             self.kl_step += 1

@@ -92,6 +92,12 @@ class Reinforce(Objective):
         super().set_state(state)
         self._mean, self._var, self._steps = state["mean"], state["var"], state["steps"]
 
+    def shared_state(self) -> dict[str, float]:
+        return {"mean": self._mean, "var": self._var}
+
+    def load_shared_state(self, state: dict[str, float]) -> None:
+        self._mean, self._var = state["mean"], state["var"]
+
     def _update(self, value: float, var: float) -> None:
         self._steps += 1
         if self._steps == 1:

@@ -1,0 +1,344 @@
+"""Data-parallel training on ``torch.distributed``, for :func:`~pyro_deepgen.train.fit`.
+
+Processes are started by ``torchrun``, which sets ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`init_distributed`
+joins them into one process group (gloo on CPU, NCCL on CUDA). Every process
+runs the same ``fit``: it reads its shard of each global batch, computes its
+gradients, and :class:`DataParallel` combines them before the optimizer step,
+so that the parameters stay identical everywhere.
+
+A batch's loss is a sum over its rows (``pyro.plate("data", len(x))``), so the
+one-process gradient of a batch is the *sum* of the processes' gradients on
+its shards. A model whose data plate is subsampled (``pyro.plate("data",
+size=N, subsample=...)``) scales its loss to the whole data set on each
+process; its gradients are averaged instead. :meth:`DataParallel.reduction_for`
+tells the two apart from the plate.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import signal
+from typing import Any, Callable, Iterable
+
+import pyro
+import torch
+import torch.distributed as dist
+from pyro import poutine
+
+__all__ = ["BACKENDS", "DataParallel", "LostProcessError", "init_distributed", "launched_world_size",
+           "local_device", "rank", "shutdown", "world_size"]
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "gloo", "nccl")
+#: seconds a collective waits for the other processes before it fails (``PYRO_DEEPGEN_DIST_TIMEOUT``)
+DEFAULT_TIMEOUT = 300.0
+
+
+class LostProcessError(RuntimeError):
+    """Another process of the group failed or stopped answering."""
+
+
+def launched_world_size() -> int:
+    """The world size that the launcher (``torchrun``) asks for: ``$WORLD_SIZE``, else 1."""
+    return _env_world()
+
+
+def shutdown() -> None:
+    """Leaves the process group, if this process joined one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _env_world() -> int:
+    text = os.environ.get("WORLD_SIZE", "1")
+    try:
+        n = int(text)
+    except ValueError:
+        raise ValueError(f"WORLD_SIZE must be an integer; got {text!r}") from None
+    if n < 1:
+        raise ValueError(f"WORLD_SIZE must be >= 1; got {n}")
+    return n
+
+
+def world_size() -> int:
+    """The number of processes training together (1 outside ``torchrun``)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    """This process's rank (0 outside ``torchrun``)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def local_device(device: str | torch.device) -> torch.device:
+    """``device``, with a bare ``"cuda"`` pinned to this process's GPU (``LOCAL_RANK``)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and _env_world() > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def init_distributed(device: str | torch.device = "cpu", backend: str = "auto",
+                     timeout: float | None = None) -> int:
+    """Joins the process group that ``torchrun`` describes in the environment,
+    once; returns the world size (1, and nothing is done, outside ``torchrun``).
+
+    :param backend: ``"auto"`` (NCCL for a CUDA device, gloo otherwise),
+        ``"gloo"`` or ``"nccl"``.
+    :param timeout: seconds a collective waits for the others before failing;
+        default ``$PYRO_DEEPGEN_DIST_TIMEOUT`` or 300.
+    :raises RuntimeError: NCCL without CUDA, or NCCL for a CPU device.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    device = torch.device(device)
+    if backend == "nccl" and not torch.cuda.is_available():
+        raise RuntimeError("backend 'nccl' needs CUDA GPUs, but torch.cuda.is_available() is False "
+                           "on this machine; use --backend gloo (or auto) to train on CPUs")
+    if backend == "nccl" and device.type != "cuda":
+        raise RuntimeError(f"backend 'nccl' moves tensors between GPUs, but the device is {device}; "
+                           "use --device cuda, or --backend gloo for CPU training")
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    n = _env_world()
+    if n == 1:
+        return 1
+    if not dist.is_available():
+        raise RuntimeError("WORLD_SIZE > 1 but this PyTorch build has no torch.distributed")
+    missing = [v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+    if missing:
+        raise RuntimeError(f"WORLD_SIZE={n} but {', '.join(missing)} not set: start the processes "
+                           "with torchrun (see docs: Training on several processes and machines)")
+    if backend == "auto":
+        backend = "nccl" if device.type == "cuda" else "gloo"
+    if timeout is None:
+        timeout = float(os.environ.get("PYRO_DEEPGEN_DIST_TIMEOUT", DEFAULT_TIMEOUT))
+    if device.type == "cuda":
+        torch.cuda.set_device(local_device(device))
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
+    logger.info("rank %d of %d joined the process group (%s)", dist.get_rank(), n, backend)
+    return n
+
+
+def _flat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors]) if tensors else torch.zeros(0)
+
+
+def _unflat(flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    out, pos = [], 0
+    for t in like:
+        out.append(flat[pos:pos + t.numel()].view_as(t))
+        pos += t.numel()
+    return out
+
+
+class DataParallel:
+    """The collective operations of one data-parallel :func:`~pyro_deepgen.train.fit`.
+
+    Every method is a collective: all processes call it at the same point.
+    Failures of another process surface as :class:`LostProcessError`.
+    """
+
+    def __init__(self, device: torch.device, checkpoint: str | None = None):
+        self.world, self.rank = world_size(), rank()
+        self.device = device
+        self.where = f" The last checkpoint ({checkpoint}) is intact: run the same command to resume." \
+            if checkpoint else ""
+        self.reduce = "sum"
+        self._known: set[str] = set()
+        self.step = 0
+
+    # -- failures ---------------------------------------------------------
+    def _collective(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except LostProcessError:
+            raise
+        except RuntimeError as e:  # gloo: "Connection closed by peer", timeouts; NCCL errors
+            raise LostProcessError(
+                f"rank {self.rank}: lost contact with the other processes at step {self.step} "
+                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}). Another process "
+                f"failed or stopped answering; this one stops too.{self.where}") from e
+
+    def install_signal_handler(self) -> Callable[[], None]:
+        """Turns the launcher's SIGTERM (torchrun stops the others when one
+        process fails) into a :class:`LostProcessError`; returns the undo."""
+        try:
+            previous = signal.getsignal(signal.SIGTERM)
+
+            def handler(signum, frame):
+                raise LostProcessError(
+                    f"rank {self.rank}: stopped by SIGTERM at step {self.step}: the launcher stops "
+                    f"every process when one fails (see the first failure in its report).{self.where}")
+
+            signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not the main thread
+            return lambda: None
+        return lambda: signal.signal(signal.SIGTERM, previous)
+
+    # -- parameters -------------------------------------------------------
+    @staticmethod
+    def named_params() -> list[tuple[str, torch.Tensor]]:
+        store = pyro.get_param_store()
+        return sorted((n, store.get_param(n).unconstrained()) for n in store.keys())
+
+    def _structure(self, names: list[str]) -> list[float]:
+        return [float(len(names)), float(sum(hash_name(n) for n in names) % (2 ** 40))]
+
+    def _verify(self, mine: list[float], summed: list[float], what: str) -> None:
+        if any(abs(s - self.world * m) > 0.5 for m, s in zip(mine, summed)):
+            raise RuntimeError(f"rank {self.rank}: the processes hold different {what} at step "
+                               f"{self.step}; data-parallel training needs the same model structure "
+                               "on every process")
+
+    def broadcast_params(self) -> None:
+        """Gives every parameter rank 0's value (processes initialize networks
+        from their own random state); checks that all hold the same names."""
+        named = self.named_params()
+        mine = self._structure([n for n, _ in named])
+        self._verify(mine, self.sum_floats(*mine), "parameters")
+        self._broadcast([p for _, p in named])
+        self._known = {n for n, _ in named}
+
+    def _broadcast(self, params: list[torch.Tensor]) -> None:
+        if not params:
+            return
+        values = [p.detach() for p in params]
+        flat = _flat(values).to(self.device)
+        self._collective(lambda: dist.broadcast(flat, 0))
+        with torch.no_grad():
+            for p, v in zip(params, _unflat(flat, values)):
+                p.copy_(v)
+
+    def after_step(self, value: float, rows: int, stop: bool,
+                   params: Iterable[torch.Tensor]) -> tuple[float, int, bool]:
+        """After a process's ``loss_and_grads`` and before the optimizer step:
+        checks that every process traced the same parameters, gives parameters
+        created during the step rank 0's value, and combines the gradients
+        (:meth:`all_reduce_grads`). Returns the combined loss, the rows seen by
+        all processes and whether any process voted to stop (its time budget)."""
+        self.step += 1
+        store = pyro.get_param_store()
+        params = sorted(((store.param_name(p) or "", p) for p in params), key=lambda t: t[0])
+        names = [n for n, _ in params]
+        new = [n for n, _ in self.named_params() if n not in self._known]
+        mine = [value, float(rows), float(stop), *self._structure(names), float(len(new))]
+        total = self.sum_floats(*mine)
+        self._verify(mine[3:], total[3:], "parameters")
+        if new:
+            self._broadcast([store.get_param(n).unconstrained() for n in sorted(new)])
+            self._known.update(new)
+        self.all_reduce_grads([p for _, p in params])
+        value = total[0] / self.world if self.reduce == "mean" else total[0]
+        return value, int(total[1]), total[2] > 0
+
+    def all_reduce_grads(self, params: Iterable[torch.Tensor]) -> None:
+        """Replaces each parameter's gradient by the combination over processes
+        (sum or mean, see :meth:`reduction_for`), in one flat all-reduce."""
+        params = list(params)
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = _flat(grads)
+        self._collective(lambda: dist.all_reduce(flat))
+        if self.reduce == "mean":
+            flat /= self.world
+        for p, g in zip(params, _unflat(flat, grads)):
+            p.grad = g.clone()
+
+    def reduction_for(self, model_trace) -> str:
+        """``"mean"`` when the model's ``"data"`` plate is subsampled (its loss
+        is scaled to the whole data set on each process), else ``"sum"``;
+        from a trace of the model."""
+        self.reduce = "sum"
+        for site in model_trace.nodes.values():
+            for frame in site.get("cond_indep_stack", ()):
+                if frame.name == "data" and frame.full_size not in (None, frame.size):
+                    self.reduce = "mean"
+        return self.reduce
+
+    def sum_floats(self, *values: float) -> list[float]:
+        """Sums of a few numbers over processes (loss, rows seen, stop votes)."""
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        self._collective(lambda: dist.all_reduce(t))
+        return t.tolist()
+
+    def broadcast_float(self, value: float | None) -> float:
+        t = torch.tensor([value if value is not None else 0.0], dtype=torch.float64, device=self.device)
+        self._collective(lambda: dist.broadcast(t, 0))
+        return float(t.item())
+
+    def check_in_sync(self) -> None:
+        """Debug check that the parameters are identical on every process: two
+        checksums per process (a plain and a position-weighted sum), compared."""
+        flat = _flat([p.detach().double() for _, p in self.named_params()]).to(self.device)
+        weights = torch.arange(1, flat.numel() + 1, dtype=torch.float64, device=self.device).reciprocal()
+        key = torch.stack([flat.sum(), (flat * weights).sum()])
+        lo, hi = key.clone(), key.clone()
+        self._collective(lambda: dist.all_reduce(lo, dist.ReduceOp.MIN))
+        self._collective(lambda: dist.all_reduce(hi, dist.ReduceOp.MAX))
+        if not torch.equal(lo, hi):
+            raise RuntimeError(f"rank {self.rank}: parameters differ between processes at step "
+                               f"{self.step} (checksums {lo.tolist()} .. {hi.tolist()})")
+
+    # -- objective state and random state ----------------------------------
+    def average_state(self, loss: Any) -> None:
+        """Averages the objective's running averages (``shared_state``) over
+        processes after each step: for running means of per-batch statistics
+        of equal shards this is the one-process value."""
+        get = getattr(loss, "shared_state", None)
+        if get is None:
+            return
+        state = get()
+        if not state:
+            return
+        keys = sorted(state)
+        t = torch.tensor([float(state[k]) for k in keys], dtype=torch.float64, device=self.device)
+        self._collective(lambda: dist.all_reduce(t))
+        loss.load_shared_state(dict(zip(keys, (t / self.world).tolist())))
+
+    def merge_chains(self, loss: Any) -> None:
+        """Per-datapoint state (MCEM's chains, keyed by row): every process gets
+        the union, so that a row finds its chain whichever process reads it next."""
+        chains = getattr(loss, "chains", None)
+        if not isinstance(chains, dict):
+            return
+        keys = torch.tensor(list(chains), dtype=torch.int64)
+        width = next(iter(chains.values())).numel() if chains else 0
+        sizes = torch.tensor([len(keys), width], dtype=torch.int64, device=self.device)
+        all_sizes = [torch.zeros_like(sizes) for _ in range(self.world)]
+        self._collective(lambda: dist.all_gather(all_sizes, sizes))
+        n_max = max(int(s[0]) for s in all_sizes)
+        width = max(int(s[1]) for s in all_sizes)
+        if n_max == 0:
+            return
+        k = torch.full((n_max,), -1, dtype=torch.int64)
+        v = torch.zeros(n_max, width)
+        if len(keys):
+            k[:len(keys)] = keys
+            v[:len(keys)] = torch.stack([chains[int(i)].reshape(-1).float() for i in keys])
+        k, v = k.to(self.device), v.to(self.device)
+        ks, vs = [torch.zeros_like(k) for _ in range(self.world)], [torch.zeros_like(v) for _ in range(self.world)]
+        self._collective(lambda: dist.all_gather(ks, k))
+        self._collective(lambda: dist.all_gather(vs, v))
+        for kr, vr, s in zip(ks, vs, all_sizes):
+            for key, value in zip(kr[:int(s[0])].tolist(), vr[:int(s[0])].cpu()):
+                chains[key] = value.clone()
+
+    def gather_rng(self) -> list[torch.Tensor]:
+        """Every process's CPU random state (for a checkpoint that resumes each)."""
+        state = torch.get_rng_state().to(self.device)
+        out = [torch.zeros_like(state) for _ in range(self.world)]
+        self._collective(lambda: dist.all_gather(out, state))
+        return [s.cpu() for s in out]
+
+
+def hash_name(name: str) -> int:
+    """A hash of a parameter name that is the same in every process (``hash`` is salted)."""
+    h = 1469598103934665603
+    for byte in name.encode():
+        h = ((h ^ byte) * 1099511628211) % (2 ** 64)
+    return h % (2 ** 61)
+
