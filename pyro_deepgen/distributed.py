@@ -221,7 +221,6 @@ class DataParallel:
         created during the step rank 0's value, and combines the gradients
         (:meth:`all_reduce_grads`). Returns the combined loss, the rows seen by
         all processes and whether any process voted to stop (its time budget)."""
-        self.step += 1
         store = pyro.get_param_store()
         params = sorted(((store.param_name(p) or "", p) for p in params), key=lambda t: t[0])
         names = [n for n, _ in params]
@@ -284,20 +283,12 @@ class DataParallel:
                                f"{self.step} (checksums {lo.tolist()} .. {hi.tolist()})")
 
     # -- objective state and random state ----------------------------------
-    def average_state(self, loss: Any) -> None:
-        """Averages the objective's running averages (``shared_state``) over
-        processes after each step: for running means of per-batch statistics
-        of equal shards this is the one-process value."""
-        get = getattr(loss, "shared_state", None)
-        if get is None:
-            return
-        state = get()
-        if not state:
-            return
-        keys = sorted(state)
-        t = torch.tensor([float(state[k]) for k in keys], dtype=torch.float64, device=self.device)
-        self._collective(lambda: dist.all_reduce(t))
-        loss.load_shared_state(dict(zip(keys, (t / self.world).tolist())))
+    def sync_state(self, loss: Any) -> None:
+        """Lets the objective make its running state (baselines, step sizes)
+        the same on every process, by its ``sync_state(reduce_sum)``."""
+        sync = getattr(loss, "sync_state", None)
+        if sync is not None:
+            sync(lambda values: self.sum_floats(*values))
 
     def merge_chains(self, loss: Any) -> None:
         """Per-datapoint state (MCEM's chains, keyed by row): every process gets

@@ -295,6 +295,8 @@ def fit(
                     lidx = labelled_rows(step).tensor_split(world)[me]
                     batches.append(model_args(labelled[lidx], True, device))
                     rows += len(lidx)
+                if dp is not None:
+                    dp.step = step + 1  # for messages: the step being computed
                 value, params = _loss_and_grads(svi, batches)
                 over = max_time is not None and time.perf_counter() - t_start >= max_time
                 if dp is not None:
@@ -302,7 +304,7 @@ def fit(
                 svi.optim(params)
                 pyro.infer.util.zero_grads(params)
                 if dp is not None:
-                    dp.average_state(loss)
+                    dp.sync_state(loss)
                     if check_sync_every and dp.step % check_sync_every == 0:
                         dp.check_in_sync()
                 if not math.isfinite(value):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -52,16 +53,13 @@ def test_two_processes_give_the_one_process_gradients(tmp_path):
     two = torch.load(tmp_path / "2.pt", weights_only=True)
     pyro.clear_param_store()
     one = worker.equivalence(tmp_path)  # the same script in this one process
-    for name in worker.EXACT_EVERY_STEP + worker.EXACT_FIRST_STEP:
-        steps = range(len(one[name]["grads"])) if name in worker.EXACT_EVERY_STEP else [0]
-        for s in steps:
-            g1, g2 = one[name]["grads"][s], two[name]["grads"][s]
+    for name in worker.EXACT:
+        for s, (g1, g2) in enumerate(zip(one[name]["grads"], two[name]["grads"], strict=True)):
             assert sorted(g1) == sorted(g2)
             for p in g1:  # the sum of two half-batch gradients = the whole batch's
                 torch.testing.assert_close(g2[p], g1[p], rtol=1e-4, atol=2e-5, msg=f"{name}, step {s}, {p}")
-        if name in worker.EXACT_EVERY_STEP:
-            for p, v in one[name]["params"].items():
-                torch.testing.assert_close(two[name]["params"][p], v, rtol=1e-4, atol=1e-5)
+        for p, v in one[name]["params"].items():
+            torch.testing.assert_close(two[name]["params"][p], v, rtol=1e-4, atol=1e-5)
     # every objective ran with check_sync_every=1: identical parameters on both processes
     # at every step, including those whose draws are not shared (wake-sleep, HMC)
     assert set(two) == set(worker.OBJECTIVES)
@@ -75,8 +73,11 @@ def test_killed_process_stops_the_others_and_the_run_resumes(tmp_path):
     elapsed = time.perf_counter() - t0
     assert run.returncode != 0
     assert elapsed < 60
-    assert "rank 0: lost contact with the other processes at step 12" in run.stderr \
-        or "rank 0: stopped by SIGTERM at step 12" in run.stderr, run.stderr[-3000:]
+    # gloo sees the closed connection, or torchrun's SIGTERM comes first (then rank 0 may not
+    # have started step 12 yet)
+    assert re.search(r"rank 0: (lost contact with the other processes at step 12|stopped by SIGTERM "
+                     r"at step 1[12]: the launcher stops every process when one fails)", run.stderr), \
+        run.stderr[-3000:]
     assert f"The last checkpoint ({crashed / 'checkpoint.pt'}) is intact" in run.stderr
     ckpt = load_checkpoint(crashed / "checkpoint.pt")
     assert ckpt["step"] == 10 and ckpt["world_size"] == 2 and len(ckpt["rng_ranks"]) == 2

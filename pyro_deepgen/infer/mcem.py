@@ -80,11 +80,9 @@ class MCEM(Objective):
         if keys is not None:
             self.chains = dict(zip(keys.tolist(), state["chain_values"]))
 
-    def shared_state(self) -> dict[str, float]:
-        return {"step_size": self.step_size}  # the chains merge at epoch ends, by row
-
-    def load_shared_state(self, state: dict[str, float]) -> None:
-        self.step_size = state["step_size"]
+    def sync_state(self, reduce_sum: Callable[[list[float]], list[float]]) -> None:
+        total, count = reduce_sum([self.step_size, 1.0])  # the chains merge at epoch ends, by row
+        self.step_size = total / count
 
     def _start(self, model: Callable, args: tuple, kwargs: dict, keys: list[int]) -> torch.Tensor:
         """The chains' states for this batch: stored ones, prior draws for new datapoints."""

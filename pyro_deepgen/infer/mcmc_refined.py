@@ -54,6 +54,10 @@ class MCMCRefinedELBO(Objective):
         #: the mean acceptance probability of the last step's chains
         self.accept_prob = math.nan
 
+    def sync_state(self, reduce_sum: Callable[[list[float]], list[float]]) -> None:
+        total, count = reduce_sum([self.step_size, 1.0])
+        self.step_size = total / count
+
     def get_state(self) -> dict[str, Any]:
         return {**super().get_state(), "step_size": self.step_size}
 

@@ -124,13 +124,11 @@ class Objective(ELBO):
         """Restores what :meth:`get_state` returned."""
         self.kl_step = state.get("kl_step", 0)
 
-    def shared_state(self) -> dict[str, float]:
-        """The running averages that data-parallel training averages over its
-        processes after every step (see :mod:`pyro_deepgen.distributed`)."""
-        return {}
-
-    def load_shared_state(self, state: dict[str, float]) -> None:
-        """Takes back what :meth:`shared_state` returned, averaged."""
+    def sync_state(self, reduce_sum: Callable[[list[float]], list[float]]) -> None:
+        """Data-parallel training (:mod:`pyro_deepgen.distributed`) calls this on
+        every process after each step, so that running state (baselines, step
+        sizes) becomes what one process would hold after the whole batch.
+        ``reduce_sum`` sums a list of numbers over the processes."""
 
     def _count_step(self) -> None:
         if torch.is_grad_enabled():

@@ -69,6 +69,7 @@ class Reinforce(Objective):
         self._mean = 0.0  # running averages of the signal and its variance, from earlier steps
         self._var = 1.0
         self._steps = 0
+        self._last = None  # (state before the last update, the sums it used)
 
     def _baseline(self, x: torch.Tensor) -> torch.Tensor:
         """``b(x)`` for each datapoint, shape ``(batch,)``."""
@@ -92,13 +93,21 @@ class Reinforce(Objective):
         super().set_state(state)
         self._mean, self._var, self._steps = state["mean"], state["var"], state["steps"]
 
-    def shared_state(self) -> dict[str, float]:
-        return {"mean": self._mean, "var": self._var}
+    def sync_state(self, reduce_sum: Callable[[list[float]], list[float]]) -> None:
+        """Redoes the last update of the running averages from the signal's sums
+        over all processes' batches: the one-process update of the whole batch."""
+        if self._last is None:
+            return
+        before, sums = self._last
+        self._mean, self._var, self._steps = before
+        self._update(*reduce_sum(list(sums)))
 
-    def load_shared_state(self, state: dict[str, float]) -> None:
-        self._mean, self._var = state["mean"], state["var"]
-
-    def _update(self, value: float, var: float) -> None:
+    def _update(self, n: float, total: float, squares: float) -> None:
+        """One step of the running averages from the count, sum and sum of
+        squares of this batch's signal."""
+        self._last = ((self._mean, self._var, self._steps), (n, total, squares))
+        value = total / n
+        var = max(squares - total * total / n, 0.0) / (n - 1) if n > 1 else 0.0
         self._steps += 1
         if self._steps == 1:
             self._mean, self._var = value, var
@@ -123,6 +132,7 @@ class Reinforce(Objective):
         surrogate = (log_w + centred * w.log_q).mean(0)
         if (self.centre_average or self.normalize) and torch.is_grad_enabled():  # training calls only
             after_nn = signal - (b.detach() if self.centre_nn else 0.0)
-            self._update(after_nn.mean().item(), after_nn.var().item() if after_nn.numel() > 1 else 0.0)
+            flat = after_nn.double().flatten()
+            self._update(float(flat.numel()), flat.sum().item(), flat.pow(2).sum().item())
         return Terms(bound=log_w.mean(0).sum() * w.scale, surrogate=surrogate.sum() * w.scale,
                      extra_loss=extra, weights=w)
