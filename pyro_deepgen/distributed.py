@@ -239,13 +239,15 @@ class DataParallel:
         """Replaces each parameter's gradient by the combination over processes
         (sum or mean, see :meth:`reduction_for`), in one flat all-reduce."""
         params = list(params)
+        if not params:
+            return
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = _flat(grads)
         self._collective(lambda: dist.all_reduce(flat))
         if self.reduce == "mean":
             flat /= self.world
         for p, g in zip(params, _unflat(flat, grads)):
-            p.grad = g.clone()
+            p.grad = g  # views of one buffer
 
     def reduction_for(self, model_trace) -> str:
         """``"mean"`` when the model's ``"data"`` plate is subsampled (its loss
