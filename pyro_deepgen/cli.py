@@ -63,6 +63,9 @@ def _run_options(p: argparse.ArgumentParser, epochs: int) -> None:
     g.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     g.add_argument("--backend", default="auto", choices=("auto", "gloo", "nccl"),
                    help="under torchrun: the process group's backend (auto: nccl on cuda, gloo on cpu)")
+    g.add_argument("--compile", default="none", choices=("none", "fx", "inductor"),
+                   help="run the objective as a compiled static program (inductor: torch.compile; "
+                        "models that are not static run the general path, with a log line)")
     g.add_argument("--check-sync-every", type=int, default=None,
                    help="under torchrun, debugging: check every N steps that the processes hold "
                         "identical parameters")
@@ -86,7 +89,7 @@ def _config(args: argparse.Namespace, objective: str):
         alpha=args.alpha, binarize=args.binarize, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, device=args.device, max_time=args.max_time, patience=args.patience,
         checkpoint_every=args.checkpoint_every, data_root=args.data_root, download=args.download,
-        backend=args.backend, check_sync_every=args.check_sync_every)
+        backend=args.backend, check_sync_every=args.check_sync_every, compile=args.compile)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only N datapoints, a fixed random subset of the split")
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compile", default=None, choices=("none", "fx", "inductor"),
+                   help="IWAE chunks as a compiled static program (default: the run's --compile)")
     from pyro_deepgen.experiment import EVALUATION_METHODS
 
     p.add_argument("--method", default="iwae", choices=EVALUATION_METHODS,
@@ -161,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                              limit=args.limit, seed=args.seed, method=args.method,
                                              ais_steps=args.ais_steps, ais_leapfrog=args.ais_leapfrog,
                                              ais_chains=args.ais_chains, ais_step_size=args.ais_step_size,
-                                             ais_from_guide=args.ais_from_guide)
+                                             ais_from_guide=args.ais_from_guide, compile=args.compile)
             extra = (f"active units {result['active_units']}/{result['latent_dim']}, "
                      f"KL {result['kl']:.2f}" if "kl" in result else
                      f"{result['bits_per_dim']:.3f} bits/dim" if "bits_per_dim" in result else "")

@@ -56,7 +56,8 @@ EVALUATION = "evaluation.json"
 EVALUATION_METHODS = ("iwae", "ais")
 BINARIZE = ("auto", "dynamic", "static", "none")
 # fields that may change when a run is resumed: where data comes from, and where it runs
-_NOT_RESULTS = {"data_root", "download", "device", "backend", "check_sync_every"}
+_NOT_RESULTS = {"data_root", "download", "device", "backend", "check_sync_every", "compile"}
+COMPILE = ("none", "fx", "inductor")
 
 
 @dataclass
@@ -100,6 +101,8 @@ class RunConfig:
     backend: str = "auto"
     #: data-parallel debugging: compare parameter checksums across processes every N steps
     check_sync_every: int | None = None
+    #: run the objective as a compiled static program: "none" | "fx" | "inductor"
+    compile: str = "none"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -120,6 +123,8 @@ class RunConfig:
             raise ValueError(f"model {self.model!r} takes no Hamiltonian guide; HVI: --model vae")
         if self.hvi < 0 or self.hvi_leapfrog < 1:
             raise ValueError(f"hvi must be >= 0 and hvi_leapfrog >= 1; got {self.hvi}, {self.hvi_leapfrog}")
+        if self.compile not in COMPILE:
+            raise ValueError(f"unknown compile {self.compile!r}; valid: {', '.join(COMPILE)}")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
         if self.dataset not in DATASETS:
@@ -262,7 +267,8 @@ def train_run(cfg: RunConfig, out: str | os.PathLike, progress: bool = True) -> 
     options = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                    val_dataset=val, patience=cfg.patience, device=cfg.device, max_time=cfg.max_time,
                    checkpoint_every=cfg.checkpoint_every, progress=progress, backend=cfg.backend,
-                   check_sync_every=cfg.check_sync_every)
+                   check_sync_every=cfg.check_sync_every,
+                   compile=False if cfg.compile == "none" else cfg.compile)
     pretrain = getattr(module, "pretrain", None)
     if isinstance(pretrain, torch.nn.Module):  # a first stage (M1 of M1+M2), in its own folder
         fit(pretrain.model, pretrain.guide, train, make_objective("elbo"), out=out / "pretrain", **options)
@@ -309,7 +315,7 @@ def evaluate_run(directory: str | os.PathLike, num_samples: int = 5000, split: s
                  batch_size: int = 100, device: str | None = None, limit: int | None = None,
                  seed: int = 0, method: str = "iwae", ais_steps: int = 500, ais_leapfrog: int = 5,
                  ais_chains: int = 16, ais_step_size: float = 0.1,
-                 ais_from_guide: bool = False) -> dict[str, Any]:
+                 ais_from_guide: bool = False, compile: str | None = None) -> dict[str, Any]:
     """IWAE-``num_samples`` log-likelihood, ELBO and active units of a trained
     run on ``split``; writes ``evaluation.json`` and ``log_likelihood.pt``
     (per datapoint) into the run folder and returns the summary.
@@ -322,11 +328,17 @@ def evaluate_run(directory: str | os.PathLike, num_samples: int = 5000, split: s
     AIS settings, ``ais_stderr`` (the Monte Carlo standard error of the mean) and
     ``ais_accept_rate``, and writes
     ``evaluation_ais.json`` and ``log_likelihood_ais.pt``, so that the IWAE
-    evaluation stays."""
+    evaluation stays.
+
+    ``compile`` (``"none"``, ``"fx"``, ``"inductor"``; default: the run's
+    setting) runs the IWAE chunks as a compiled static program."""
     if method not in EVALUATION_METHODS:
         raise ValueError(f"unknown evaluation method {method!r}; valid: {', '.join(EVALUATION_METHODS)}")
+    if compile is not None and compile not in COMPILE:
+        raise ValueError(f"unknown compile {compile!r}; valid: {', '.join(COMPILE)}")
     directory = Path(directory)
     cfg = load_run_config(directory)
+    compile = cfg.compile if compile is None else compile
     device = device or cfg.device
     module = load_model(directory).to(device)
     data = dataset_for(cfg, split)
@@ -341,7 +353,8 @@ def evaluate_run(directory: str | os.PathLike, num_samples: int = 5000, split: s
         ll = ais.log_likelihood
     else:
         ll = log_likelihood(module.model, module.guide, data, num_samples=num_samples,
-                            batch_size=batch_size, device=device)
+                            batch_size=batch_size, device=device,
+                            compiled=False if compile == "none" else compile)
     seconds = time.perf_counter() - t0
     el = elbo(module.model, module.guide, data, device=device)
     n = ll.numel()

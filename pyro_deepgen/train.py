@@ -23,6 +23,7 @@ from tqdm import tqdm
 from pyro_deepgen.distributed import DataParallel, init_distributed, local_device, rank
 from pyro_deepgen.evaluate import elbo as evaluate_elbo
 from pyro_deepgen.evaluate.batches import model_args
+from pyro_deepgen.infer.compiled import Compiled
 
 __all__ = ["fit", "load_checkpoint", "CHECKPOINT", "BEST", "HISTORY"]
 
@@ -125,6 +126,7 @@ def fit(
     labelled_batch_size: int | None = None,
     backend: str = "auto",
     check_sync_every: int | None = None,
+    compile: bool | str = False,
 ) -> list[dict]:
     """Trains ``model``/``guide`` with ``SVI(model, guide, optim, loss)`` and
     returns the per-epoch history.
@@ -165,6 +167,12 @@ def fit(
         ``batch_size`` must be a multiple of N. A checkpoint resumes with any N.
     :param check_sync_every: (debugging data-parallel runs) compare checksums
         of the parameters across processes every this many steps.
+    :param compile: run ``loss`` as a compiled static program
+        (:class:`~pyro_deepgen.infer.Compiled`): ``True`` or ``"inductor"``
+        (``torch.compile``), ``"fx"`` (the traced graph as it is), ``False``.
+        Objectives or models that are not static run the general path, with one
+        log line. Each epoch's record gets ``compile_seconds`` (cumulative
+        tracing and compiling, also counted in ``seconds``).
     :raises FloatingPointError: on a NaN or infinite loss, naming the step;
         the last good checkpoint is left as it was.
     :raises ~pyro_deepgen.distributed.LostProcessError: when another process
@@ -195,6 +203,8 @@ def fit(
         if module is not None:
             module.to(device)
 
+    if compile:
+        loss = Compiled(loss, backend="inductor" if compile is True else compile)
     optim = optim if optim is not None else pyro.optim.Adam({"lr": lr})
     svi = SVI(model, guide, optim, loss)
     out_dir = Path(out) if out is not None else None
@@ -332,6 +342,8 @@ def fit(
             record = {"epoch": epoch + 1, "step": step,
                       "train_loss": epoch_loss / max(epoch_seen, 1),
                       "seconds": epoch_seconds, "complete": not out_of_time}
+            if compile:
+                record["compile_seconds"] = loss.compile_seconds
             if kl is not None:
                 record["kl_weight"] = kl.factor(max(loss.kl_step - 1, 0))  # at the epoch's last step
             if val_dataset is not None:

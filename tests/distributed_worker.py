@@ -31,11 +31,12 @@ from pyro_deepgen.train import fit
 
 X_DIM, Z_DIM, ROWS, K = 12, 3, 32, 4
 OBJECTIVES = ("elbo", "iwae-4", "iwae-dreg-4", "rws-4", "vimco-4", "nvil", "reinforce", "wake-sleep",
-              "elbo-subsampled", "mcem", "mcmc-refined")
+              "elbo-subsampled", "iwae-dreg-4-compiled", "mcem", "mcmc-refined")
 #: objectives whose gradients depend only on the tabled draws at every step; wake-sleep's
 #: sleep phase and the HMC of MCEM and mcmc-refined draw from the running random state:
 #: those are only checked to stay in sync
-EXACT = ("elbo", "iwae-4", "iwae-dreg-4", "rws-4", "vimco-4", "reinforce", "nvil", "elbo-subsampled")
+EXACT = ("elbo", "iwae-4", "iwae-dreg-4", "rws-4", "vimco-4", "reinforce", "nvil", "elbo-subsampled",
+         "iwae-dreg-4-compiled")
 
 
 class TableNormal(dist.Normal):
@@ -111,7 +112,7 @@ def equivalence(out: Path, batch_size: int = 8) -> dict:
     result = {}
     for name in OBJECTIVES:
         pyro.clear_param_store()
-        loss: ELBO = make_objective(name.replace("-subsampled", ""))
+        loss: ELBO = make_objective(name.replace("-subsampled", "").replace("-compiled", ""))
         k = getattr(loss, "num_particles", 1)
         vae = TabledVAE(k, subsample=name.endswith("-subsampled"))
         if name == "nvil":  # its baseline network, made here rather than from the running random state
@@ -119,7 +120,8 @@ def equivalence(out: Path, batch_size: int = 8) -> dict:
             loss.baseline_net = nn.Sequential(nn.Linear(X_DIM, 8), nn.Tanh(), nn.Linear(8, 1))
         optim = Recording({"lr": 0.01})
         fit(vae.model, vae.guide, data(), loss, epochs=1, batch_size=batch_size, optim=optim, seed=1,
-            pass_labels=True, progress=False, check_sync_every=1)
+            pass_labels=True, progress=False, check_sync_every=1,
+            compile="fx" if name.endswith("-compiled") else False)
         assert len(optim.grads) == ROWS // batch_size
         params = {n: p.detach().clone() for n, p in pyro.get_param_store().named_parameters()}
         result[name] = {"grads": optim.grads, "params": params,

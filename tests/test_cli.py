@@ -28,6 +28,23 @@ def test_train_evaluate_sample_on_digits(tmp_path, capsys):
     assert (tmp_path / "s_manifold.png").stat().st_size > 0  # z_dim == 2
 
 
+def test_compiled_train_and_evaluate(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--z-dim", "2", "--hidden", "16", "--epochs", "1",
+                 "--objective", "iwae-3", "--compile", "fx", "--out", str(run), "--quiet"]) == 0
+    history = json.loads((run / "history.json").read_text())
+    assert history[-1]["compile_seconds"] > 0
+    assert json.loads((run / "run.json").read_text())["compile"] == "fx"
+    assert main(["evaluate", str(run), "--num-samples", "20", "--limit", "40"]) == 0  # the run's fx
+    compiled = json.loads((run / "evaluation.json").read_text())["log_likelihood"]
+    assert main(["evaluate", str(run), "--num-samples", "20", "--limit", "40", "--compile", "none"]) == 0
+    general = json.loads((run / "evaluation.json").read_text())["log_likelihood"]
+    assert compiled == pytest.approx(general, abs=1e-4)  # fx draws what the general path draws
+    with pytest.raises(SystemExit):
+        main(["train", "--compile", "jit", "--out", str(tmp_path / "x")])
+    assert "invalid choice: 'jit'" in capsys.readouterr().err
+
+
 def test_evaluate_with_ais_keeps_the_iwae_evaluation(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--dataset", "digits", "--z-dim", "2", "--hidden", "16", "--epochs", "1",

@@ -175,3 +175,19 @@ def test_max_time_budget_stops_early():
     hist, _ = _train(epochs=1000, max_time=0.5)
     assert len(hist) < 1000
     assert hist[-1]["complete"] is False
+
+
+def test_compiled_fit_trains_to_the_same_parameters():
+    """``compile="fx"`` runs the traced program, which draws what the general path
+    draws: the same seed gives the same parameters, and the compile time is recorded."""
+    from pyro_deepgen.infer import IWAE
+
+    hist, general = _train(epochs=2, loss=IWAE(num_particles=3))
+    hist_c, compiled = _train(epochs=2, loss=IWAE(num_particles=3), compile="fx")
+    assert general.keys() == compiled.keys()
+    for k in general:
+        torch.testing.assert_close(compiled[k], general[k], rtol=1e-4, atol=1e-5)
+    assert "compile_seconds" not in hist[-1] and hist_c[-1]["compile_seconds"] > 0
+    assert hist_c[-1]["train_loss"] == pytest.approx(hist[-1]["train_loss"], rel=1e-5)
+    with pytest.raises(ValueError, match="unknown backend 'jit'"):
+        _train(epochs=1, compile="jit")

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pyro_deepgen.evaluate.batches import iterate_batches, model_args
+from pyro_deepgen.evaluate.compiled import CompiledChunks, even_chunks
 from pyro_deepgen.infer.weights import log_weights
 
 __all__ = ["log_likelihood", "elbo", "log_likelihood_batch"]
@@ -23,20 +24,29 @@ def log_likelihood_batch(
     num_samples: int = 5000,
     max_rows: int = 65536,
     max_plate_nesting: int = 1,
+    compiled: CompiledChunks | None = None,
 ) -> torch.Tensor:
     r"""The IWAE-k estimate of :math:`\log p(x)` for each datapoint of one batch,
     :math:`\log \frac1k \sum_i p(x, z_i)/q(z_i|x)`, drawing the ``k`` particles
-    in chunks of at most ``max_rows // batch`` so that memory stays bounded."""
+    in chunks of at most ``max_rows // batch`` so that memory stays bounded.
+
+    :param compiled: a :class:`~pyro_deepgen.evaluate.compiled.CompiledChunks` for
+        ``model`` and ``guide``: chunks of equal size run as its compiled program.
+    """
     batch = args[0].shape[0]
     chunk = max(1, min(num_samples, max_rows // max(batch, 1)))
     parts = []
-    done = 0
     with pyro.validation_enabled(False):
-        while done < num_samples:
-            c = min(chunk, num_samples - done)
-            w = log_weights(model, guide, args, {}, c, max_plate_nesting, use_scale=False)
-            parts.append(torch.logsumexp(w.log_w, dim=0))
-            done += c
+        if compiled is not None:
+            for c in even_chunks(num_samples, chunk):
+                parts.append(compiled(args, c))
+        else:
+            done = 0
+            while done < num_samples:
+                c = min(chunk, num_samples - done)
+                w = log_weights(model, guide, args, {}, c, max_plate_nesting, use_scale=False)
+                parts.append(torch.logsumexp(w.log_w, dim=0))
+                done += c
     return torch.logsumexp(torch.stack(parts), dim=0) - math.log(num_samples)
 
 
@@ -56,6 +66,7 @@ def log_likelihood(
     pass_labels: bool = False,
     device: torch.device | str | None = None,
     max_plate_nesting: int = 1,
+    compiled: bool | str = False,
 ) -> torch.Tensor:
     r"""One IWAE-``num_samples`` estimate of :math:`\log p(x)` per datapoint
     (Burda et al. 2016, arXiv:1509.00519), as a tensor of shape ``(len(dataset),)``.
@@ -63,11 +74,20 @@ def log_likelihood(
     Works for any model/guide pair whose per-datapoint sites are under
     ``pyro.plate("data", dim=-1)``. Particles are drawn in chunks of at most
     ``max_rows`` (particles x datapoints) rows, which bounds memory.
+
+    ``compiled``: ``True`` (or a backend name, ``"inductor"`` or ``"fx"``) runs the
+    chunks as a compiled static program (:mod:`pyro_deepgen.evaluate.compiled`),
+    in equal chunks of at most ``max_rows`` rows; the estimator is the same.
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1; got {num_samples}")
+    chunks = None
+    if compiled:
+        backend = compiled if isinstance(compiled, str) else "inductor"
+        chunks = CompiledChunks(model, guide, max_plate_nesting, backend=backend)
     return _per_datapoint(
-        lambda a: log_likelihood_batch(model, guide, a, num_samples, max_rows, max_plate_nesting),
+        lambda a: log_likelihood_batch(model, guide, a, num_samples, max_rows, max_plate_nesting,
+                                       chunks),
         dataset, batch_size, pass_labels, device)
 
 

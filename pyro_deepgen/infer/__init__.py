@@ -1,5 +1,6 @@
 """Objectives (``pyro.infer.ELBO`` subclasses) and their registry."""
 
+from pyro_deepgen.infer.compiled import Compiled, NotStatic, StaticProgram, trace_static
 from pyro_deepgen.infer.iwae import IWAE
 from pyro_deepgen.infer.kl import KLSchedule, with_kl
 from pyro_deepgen.infer.leapfrog import grad_log_prob, hmc, leapfrog, log_joint
@@ -21,6 +22,7 @@ from pyro_deepgen.infer.vimco import VIMCO
 from pyro_deepgen.infer.weights import DetachSamples, LogWeights, log_weights
 
 __all__ = [
+    "Compiled",
     "DetachSamples",
     "IWAE",
     "KLSchedule",
@@ -28,11 +30,13 @@ __all__ = [
     "MCEM",
     "MCMCRefinedELBO",
     "NVIL",
+    "NotStatic",
     "OBJECTIVES",
     "Objective",
     "RWS",
     "Reinforce",
     "STL",
+    "StaticProgram",
     "Terms",
     "VIMCO",
     "WakeSleep",
@@ -45,5 +49,6 @@ __all__ = [
     "make_objective",
     "objective_names",
     "register_objective",
+    "trace_static",
     "with_kl",
 ]
