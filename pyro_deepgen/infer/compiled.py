@@ -76,7 +76,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from pyro_deepgen.infer.mcem import MCEM
 from pyro_deepgen.infer.mcmc_refined import MCMCRefinedELBO
-from pyro_deepgen.infer.objective import Objective, backward_split
+from pyro_deepgen.infer.objective import Objective
 from pyro_deepgen.infer.reinforce import Reinforce
 
 __all__ = ["BACKENDS", "Compiled", "NotStatic", "StaticProgram", "trace_static"]
@@ -578,16 +578,7 @@ class Compiled(ELBO):
             if isinstance(obj, Objective):
                 # Objective.loss_and_grads, with its final .item() left out (the loss
                 # stays a tensor) and its step count taken outside the program
-                t = obj._terms(model, guide, args, kwargs)
-                if t.extra_loss is not None and t.extra_loss.requires_grad:
-                    t.extra_loss.backward(retain_graph=True)
-                if t.surrogate is not None:
-                    if t.surrogate.requires_grad:
-                        (-t.surrogate).backward()
-                else:
-                    backward_split(t.model_surrogate, t.guide_surrogate, t.weights.model_trace,
-                                   t.weights.guide_trace, type(obj).__name__)
-                loss = -t.bound.detach()
+                loss = obj._backward(obj._terms(model, guide, args, kwargs))
             else:
                 with _tensor_valued_torch_item():
                     loss = obj.loss_and_grads(model, guide, *args, **kwargs)

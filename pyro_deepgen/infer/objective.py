@@ -161,7 +161,13 @@ class Objective(ELBO):
         return loss - loss.detach() - t.bound.detach()
 
     def loss_and_grads(self, model: Callable, guide: Callable, *args, **kwargs) -> float:
-        t = self._terms(model, guide, args, kwargs)
+        loss = self._backward(self._terms(model, guide, args, kwargs))
+        self._count_step()
+        return loss.item()
+
+    def _backward(self, t: Terms) -> torch.Tensor:
+        """Accumulates the estimator's gradients from ``t`` into the parameters'
+        ``.grad``; returns the loss (the negative bound) as a tensor."""
         if t.extra_loss is not None and t.extra_loss.requires_grad:
             t.extra_loss.backward(retain_graph=True)
         if t.surrogate is not None:
@@ -170,5 +176,4 @@ class Objective(ELBO):
         else:
             backward_split(t.model_surrogate, t.guide_surrogate, t.weights.model_trace,
                            t.weights.guide_trace, type(self).__name__)
-        self._count_step()
-        return -t.bound.detach().item()
+        return -t.bound.detach()
