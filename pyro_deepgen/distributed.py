@@ -17,6 +17,7 @@ tells the two apart from the plate.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import logging
 import os
@@ -48,8 +49,14 @@ def launched_world_size() -> int:
 
 
 def shutdown() -> None:
-    """Leaves the process group, if this process joined one."""
+    """Leaves the process group, if this process joined one, after the others
+    reach this point too: a process that left early would close connections that
+    the others' communication threads still use."""
     if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        except RuntimeError:  # another process failed: leave anyway
+            pass
         dist.destroy_process_group()
 
 
@@ -86,6 +93,7 @@ def init_distributed(device: str | torch.device = "cpu", backend: str = "auto",
                      timeout: float | None = None) -> int:
     """Joins the process group that ``torchrun`` describes in the environment,
     once; returns the world size (1, and nothing is done, outside ``torchrun``).
+    The group is left at exit (:func:`shutdown`), or earlier by calling it.
 
     :param backend: ``"auto"`` (NCCL for a CUDA device, gloo otherwise),
         ``"gloo"`` or ``"nccl"``.
@@ -120,6 +128,7 @@ def init_distributed(device: str | torch.device = "cpu", backend: str = "auto",
     if device.type == "cuda":
         torch.cuda.set_device(local_device(device))
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
+    atexit.register(shutdown)  # an orderly teardown when a script ends without one
     logger.info("rank %d of %d joined the process group (%s)", dist.get_rank(), n, backend)
     return n
 
