@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from pyro import poutine
 
-__all__ = ["BACKENDS", "DataParallel", "LostProcessError", "init_distributed", "launched_world_size",
+__all__ = ["BACKENDS", "LostProcessError", "init_distributed", "launched_world_size",
            "local_device", "rank", "shutdown", "world_size"]
 
 logger = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def _unflat(flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
     return out
 
 
-class DataParallel:
+class DataParallel:  # fit's, not exported
     """The collective operations of one data-parallel :func:`~pyro_deepgen.train.fit`.
 
     Every method is a collective: all processes call it at the same point.
