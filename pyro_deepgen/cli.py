@@ -20,7 +20,8 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _run_options(p: argparse.ArgumentParser, epochs: int) -> None:
-    from pyro_deepgen.experiment import BINARIZE
+    from pyro_deepgen.distributed import BACKENDS
+    from pyro_deepgen.experiment import BINARIZE, COMPILE
 
     g = p.add_argument_group("run")
     g.add_argument("--dataset", default="digits", help="digits | binarized_mnist | mnist | frey")
@@ -61,9 +62,9 @@ def _run_options(p: argparse.ArgumentParser, epochs: int) -> None:
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    g.add_argument("--backend", default="auto", choices=("auto", "gloo", "nccl"),
+    g.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="under torchrun: the process group's backend (auto: nccl on cuda, gloo on cpu)")
-    g.add_argument("--compile", default="none", choices=("none", "fx", "inductor"),
+    g.add_argument("--compile", default="none", choices=COMPILE,
                    help="run the objective as a compiled static program (inductor: torch.compile; "
                         "models that are not static run the general path, with a log line)")
     g.add_argument("--check-sync-every", type=int, default=None,
@@ -112,10 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only N datapoints, a fixed random subset of the split")
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--compile", default=None, choices=("none", "fx", "inductor"),
-                   help="IWAE chunks as a compiled static program (default: the run's --compile)")
-    from pyro_deepgen.experiment import EVALUATION_METHODS
+    from pyro_deepgen.experiment import COMPILE, EVALUATION_METHODS
 
+    p.add_argument("--compile", default=None, choices=COMPILE,
+                   help="IWAE chunks as a compiled static program (default: the run's --compile)")
     p.add_argument("--method", default="iwae", choices=EVALUATION_METHODS,
                    help="iwae: IWAE-k with k = --num-samples; ais: annealed importance sampling "
                         "(writes evaluation_ais.json)")

@@ -233,7 +233,7 @@ class DataParallel:  # fit's, not exported
         store = pyro.get_param_store()
         params = sorted(((store.param_name(p) or "", p) for p in params), key=lambda t: t[0])
         names = [n for n, _ in params]
-        new = [n for n, _ in self.named_params() if n not in self._known]
+        new = [n for n in store.keys() if n not in self._known]
         mine = [value, float(rows), float(stop), *self._structure(names), float(len(new))]
         total = self.sum_floats(*mine)
         self._verify(mine[3:], total[3:], "parameters")
