@@ -7,7 +7,10 @@ free bits, on an equal wall-clock budget, then evaluated on the test split
 * ``mnist-1``: the Burda et al. 1-layer VAE (784-200-200-z50, tanh) on static
   binarized MNIST;
 * ``mnist-deep``: the same with a deeper encoder and decoder (4 hidden layers);
-* ``frey``: Frey faces with a learned-variance Gaussian decoder.
+* ``mnist-dlgm``: the two-stochastic-layer DLGM of Burda et al. (z 100 then 50);
+* ``frey``: Frey faces with a learned-variance Gaussian decoder (z=20);
+* ``frey-50``: the same with z=50, and ``frey-50-fixed`` with the decoder's
+  scale fixed at 0.03 (about the learned decoder's mean scale at z=20).
 
     python benchmarks/collapse.py --data-root ../shared/data --budget 240 --out runs/collapse
 
@@ -27,7 +30,12 @@ from pyro_deepgen.experiment import RunConfig, compare_runs
 SETTINGS = {
     "mnist-1": dict(dataset="binarized_mnist", hidden=(200, 200), z_dim=50),
     "mnist-deep": dict(dataset="binarized_mnist", hidden=(200, 200, 200, 200), z_dim=50),
+    "mnist-dlgm": dict(dataset="binarized_mnist", model="dlgm", z_dims=(100, 50),
+                       extra={"hidden": [[200, 200], [100, 100]]}),
     "frey": dict(dataset="frey", hidden=(200,), z_dim=20, likelihood="gaussian"),
+    "frey-50": dict(dataset="frey", hidden=(200,), z_dim=50, likelihood="gaussian"),
+    "frey-50-fixed": dict(dataset="frey", hidden=(200,), z_dim=50, likelihood="gaussian",
+                          extra={"decoder_scale": 0.03}),
 }
 
 

@@ -344,49 +344,56 @@ def evaluate_run(directory: str | os.PathLike, num_samples: int = 5000, split: s
     data = dataset_for(cfg, split)
     if limit is not None:
         data = evaluation_subset(data, limit)
-    pyro.set_rng_seed(seed)
-    t0 = time.perf_counter()
-    if method == "ais":
-        ais = ais_log_likelihood(module.model, module.guide if ais_from_guide else None, data,
-                                 num_steps=ais_steps, num_leapfrog=ais_leapfrog, step_size=ais_step_size,
-                                 num_chains=ais_chains, batch_size=batch_size, device=device)
-        ll = ais.log_likelihood
-    else:
-        ll = log_likelihood(module.model, module.guide, data, num_samples=num_samples,
-                            batch_size=batch_size, device=device,
-                            compiled=False if compile == "none" else compile)
-    seconds = time.perf_counter() - t0
-    el = elbo(module.model, module.guide, data, device=device)
-    n = ll.numel()
-    result = {
-        "split": split, "num_datapoints": n, "num_samples": num_samples,
-        "log_likelihood": ll.mean().item(),
-        "log_likelihood_stderr": (ll.std().item() / math.sqrt(n)) if n > 1 else float("nan"),
-        "elbo": el.mean().item(), "seconds": seconds,
-    }
-    if method == "ais":
-        result.update({
-            "method": "ais", "ais_steps": ais_steps, "ais_leapfrog": ais_leapfrog, "ais_chains": ais_chains,
-            "ais_step_size": ais_step_size, "ais_from_guide": ais_from_guide,
-            "ais_stderr": ais.stderr.pow(2).sum().sqrt().item() / n,
-            "ais_accept_rate": ais.accept_rate.mean().item()})
-    if model_spec(cfg.model).dequantize:
-        result["bits_per_dim"] = float(bits_per_dim(result["log_likelihood"], data.tensors[0].shape[1]))
-    kls = kl_per_unit(module.model, module.guide, data, device=device)
-    if kls:  # latent variables: collapse diagnostics
-        result["kl_per_unit"] = {k: v.tolist() for k, v in kls.items()}
-        result["kl"] = sum(v.sum().item() for v in kls.values())
-        result["active_units_per_site"], result["latent_dim"] = {}, 0
-        for site in kls:
-            au = active_units(module.guide, data, site=site, device=device)
-            result["active_units_per_site"][site] = au.num_active
-            result["latent_dim"] += au.variance.numel()
-        result["active_units"] = sum(result["active_units_per_site"].values())
-        try:
-            result["mutual_information"] = mutual_information(module.guide, data, site=next(iter(kls)),
-                                                              device=device)
-        except ValueError as e:  # e.g. a flow guide without an inverse
-            logger.info("no mutual information: %s", e)
+    # a fresh parameter store: after training in this process the store holds that module's
+    # tensors under the same names, and pyro.module would not register the loaded ones
+    with pyro.get_param_store().scope():
+        pyro.set_rng_seed(seed)
+        t0 = time.perf_counter()
+        if method == "ais":
+            ais = ais_log_likelihood(module.model, module.guide if ais_from_guide else None, data,
+                                     num_steps=ais_steps, num_leapfrog=ais_leapfrog, step_size=ais_step_size,
+                                     num_chains=ais_chains, batch_size=batch_size, device=device)
+            ll = ais.log_likelihood
+        else:
+            ll = log_likelihood(module.model, module.guide, data, num_samples=num_samples,
+                                batch_size=batch_size, device=device,
+                                compiled=False if compile == "none" else compile)
+        seconds = time.perf_counter() - t0
+        el = elbo(module.model, module.guide, data, device=device)
+        n = ll.numel()
+        result = {
+            "split": split, "num_datapoints": n, "num_samples": num_samples,
+            "log_likelihood": ll.mean().item(),
+            "log_likelihood_stderr": (ll.std().item() / math.sqrt(n)) if n > 1 else float("nan"),
+            "elbo": el.mean().item(), "seconds": seconds,
+        }
+        if method == "ais":
+            result.update({
+                "method": "ais", "ais_steps": ais_steps, "ais_leapfrog": ais_leapfrog, "ais_chains": ais_chains,
+                "ais_step_size": ais_step_size, "ais_from_guide": ais_from_guide,
+                "ais_stderr": ais.stderr.pow(2).sum().sqrt().item() / n,
+                "ais_accept_rate": ais.accept_rate.mean().item()})
+        if model_spec(cfg.model).dequantize:
+            result["bits_per_dim"] = float(bits_per_dim(result["log_likelihood"], data.tensors[0].shape[1]))
+        kls = kl_per_unit(module.model, module.guide, data, device=device)
+        if kls:  # latent variables: collapse diagnostics
+            result["kl_per_unit"] = {k: v.tolist() for k, v in kls.items()}
+            result["kl"] = sum(v.sum().item() for v in kls.values())
+            result["active_units_per_site"], result["latent_dim"] = {}, 0
+            if hasattr(module, "active_units"):  # per layer, the layer below's noise averaged out (DLGM)
+                per_site = [(au.site, au.num_active, au.variance) for au in module.active_units(data)]
+            else:
+                per_site = [(site, au.num_active, au.variance) for site in kls
+                            for au in [active_units(module.guide, data, site=site, device=device)]]
+            for site, num_active, variance in per_site:
+                result["active_units_per_site"][site] = num_active
+                result["latent_dim"] += variance.numel()
+            result["active_units"] = sum(result["active_units_per_site"].values())
+            try:
+                result["mutual_information"] = mutual_information(module.guide, data, site=next(iter(kls)),
+                                                                  device=device)
+            except ValueError as e:  # e.g. a flow guide without an inverse
+                logger.info("no mutual information: %s", e)
     suffix = "_ais" if method == "ais" else ""
     (directory / EVALUATION.replace(".json", f"{suffix}.json")).write_text(json.dumps(result, indent=2))
     torch.save(ll, directory / f"log_likelihood{suffix}.pt")

@@ -329,3 +329,18 @@ def test_compiled_log_likelihood_chunk_rows():
     assert (a - b).abs().max() < 5.0 and not torch.equal(a, b)  # other draws, the same estimator
     with pytest.raises(ValueError, match="compiled_rows must be >= 1; got 0"):
         log_likelihood(vae.model, vae.guide, ds, num_samples=20, compiled="fx", compiled_rows=0)
+
+
+def test_evaluate_run_compiles_after_training_in_the_same_process(tmp_path, caplog):
+    """The store still holds the trained module's tensors under the loaded module's names;
+    evaluation must register the loaded ones, not fall back to the general path."""
+    from pyro_deepgen.experiment import RunConfig, evaluate_run, train_run
+
+    cfg = RunConfig(dataset="digits", z_dim=2, hidden=(8,), epochs=1, batch_size=256)
+    train_run(cfg, tmp_path / "run", progress=False)
+    assert len(pyro.get_param_store()) > 0
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        compiled = evaluate_run(tmp_path / "run", num_samples=4, limit=20, compile="fx")
+    assert [r.getMessage() for r in caplog.records if r.name == LOGGER] == []
+    general = evaluate_run(tmp_path / "run", num_samples=4, limit=20, compile="none")
+    assert compiled["log_likelihood"] == pytest.approx(general["log_likelihood"], abs=1e-4)

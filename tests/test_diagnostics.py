@@ -64,4 +64,6 @@ def test_constant_gradients_give_zero_or_infinite_snr_and_are_left_out_of_the_me
                           std={"a": torch.tensor([0.0, 0.0, 2.0])}, num_draws=10)
     assert stats.snr["a"].tolist() == [0.0, float("inf"), 0.5]
     s = stats.summary()
-    assert s["snr"] == 0.25 and s["num_constant_nonzero"] == 1 and s["num_elements"] == 3
+    assert s["snr"] == 0.5 and s["snr_median"] == 0.5 and s["num_elements"] == 3
+    assert s["num_constant_zero"] == 1 and s["num_constant_nonzero"] == 1
+    assert s["variance"] == pytest.approx(4 / 3)

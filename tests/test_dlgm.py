@@ -76,7 +76,7 @@ def test_active_units_per_layer_and_kl_per_layer():
     assert list(kls) == ["z2", "z"] and kls["z"].shape == (6,) and kls["z2"].shape == (3,)
 
 
-def test_registry_and_cli(tmp_path, capsys):
+def test_registry_and_cli(tmp_path, capsys, monkeypatch):
     from pyro_deepgen import cli
 
     dlgm = build_model("dlgm", x_dim=16, z_dims=[4, 2], hidden=[8])
@@ -88,6 +88,22 @@ def test_registry_and_cli(tmp_path, capsys):
     cfg = json.loads((out / "run.json").read_text())
     assert cfg["model"] == "dlgm" and cfg["z_dims"] == [4, 2]
     assert json.loads((out / "model.json").read_text())["config"]["z_dims"] == [4, 2]
+
+    # evaluation counts active units per layer by the model's own rule (z's noise averaged out for z2)
+    from pyro_deepgen.experiment import evaluate_run
+    from pyro_deepgen.models.dlgm import LayerActiveUnits
+
+    calls = []
+
+    def own_rule(self, data, *args, **kwargs):
+        calls.append(len(data))
+        return [LayerActiveUnits("z", 3, torch.ones(4)), LayerActiveUnits("z2", 1, torch.ones(2))]
+
+    monkeypatch.setattr(DLGM, "active_units", own_rule)
+    ev = evaluate_run(out, num_samples=2, limit=50)
+    assert calls == [50]
+    assert ev["active_units_per_site"] == {"z": 3, "z2": 1}
+    assert ev["active_units"] == 4 and ev["latent_dim"] == 6
 
 
 def test_bad_inputs():

@@ -165,6 +165,32 @@ def test_trained_hvi_beats_the_base_elbo_and_stays_a_bound(transitions):
     assert mean < 4 * se, "the HVI bound exceeds log p(x)"
 
 
+def test_hvi_bound_approaches_log_px_as_t_grows():
+    """Same base guide, step size and training for T = 1, 2, 4: the trained bound's gap to
+    the exact log p(x) shrinks with every added transition, and stays a bound."""
+    gaps = []
+    for transitions in (1, 2, 4):
+        torch.manual_seed(0)
+        pyro.set_rng_seed(0)
+        pyro.clear_param_store()
+        lg = _lg(shift=0.8, log_s=0.7)
+        x = lg.sample_x(10)
+        hvi = HamiltonianGuide(frozen(lg.guide), frozen(lg.model), x_dim=3, z_dim=2,
+                               num_transitions=transitions, num_leapfrog=1, step_size=0.05,
+                               learn_step_size=False).double()
+        svi = SVI(frozen(lg.model), hvi, pyro.optim.Adam({"lr": 2e-2}),
+                  Trace_ELBO(num_particles=8, vectorize_particles=True, max_plate_nesting=1))
+        for _ in range(300):
+            svi.step(x)
+        with torch.no_grad():
+            log_w = log_weights(lg.model, hvi, (x,), {}, 4000).log_w  # (k, batch)
+        gap = (log_w - lg.exact_log_px(x)).mean(1)  # per particle: mean over the batch
+        gaps.append((gap.mean().item(), (gap.std() / math.sqrt(gap.numel())).item()))
+    for (g, se), (g_next, se_next) in zip(gaps, gaps[1:]):
+        assert g_next - g > 4 * math.hypot(se, se_next), gaps
+    assert all(g < 4 * se for g, se in gaps), "the HVI bound exceeds log p(x)"
+
+
 def test_hvi_works_with_iwae_and_trains_the_model_through_the_dynamics():
     lg = _lg(shift=0.5)
     hvi = HamiltonianGuide(lg.guide, lg.model, x_dim=3, z_dim=2, num_transitions=1).double()

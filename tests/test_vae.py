@@ -80,3 +80,23 @@ def test_sample_decode_reconstruct_shapes():
     assert vae.sample(5).shape == (5, 20)
     r = vae.reconstruct(_binary(3))
     assert r.shape == (3, 20) and bool(((r > 0) & (r < 1)).all())
+
+
+def test_fixed_decoder_scale():
+    vae = VAE(20, z_dim=2, hidden=(8,), likelihood="gaussian", decoder_scale=0.03)
+    assert vae.decoder[-1].out_features == 20  # the location only
+    z = torch.randn(5, 2)
+    p = vae.likelihood_dist(z)
+    assert torch.equal(p.base_dist.scale, torch.full((5, 20), 0.03))
+    assert torch.equal(p.mean, vae.decoder(z))
+    assert VAE(20, likelihood="gaussian").decoder[-1].out_features == 40  # location and learned scale
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="decoder_scale must be a finite number > 0; got"):
+            VAE(20, likelihood="gaussian", decoder_scale=bad)
+    with pytest.raises(ValueError, match="decoder_scale is for likelihood='gaussian'; got likelihood='bernoulli'"):
+        VAE(20, decoder_scale=0.1)
+    # saved and loaded through the run config's extra options
+    from pyro_deepgen.experiment import RunConfig
+
+    cfg = RunConfig(likelihood="gaussian", z_dim=2, hidden=(8,), extra={"decoder_scale": 0.1})
+    assert build_model("vae", **cfg.model_config(20)).decoder_scale == 0.1

@@ -33,14 +33,21 @@ class GradientStats:
         return out
 
     def summary(self, names: Iterable[str] | None = None) -> dict[str, float]:
-        """Over the elements of ``names`` (all by default): the mean SNR (of the
-        elements with a finite one), the mean variance, and the counts."""
+        """Over the elements of ``names`` (all by default): the mean and median SNR
+        of the elements whose gradient varies between draws, the mean variance of
+        all elements, and the counts. Elements whose gradient is 0 in every draw
+        (e.g. weights on an input pixel that is 0 in every image) carry neither
+        signal nor noise and are left out of the SNR, as are non-zero constants."""
         names = list(self.mean) if names is None else list(names)
         snr = torch.cat([self.snr[n].flatten() for n in names])
-        var = torch.cat([self.std[n].pow(2).flatten() for n in names])
-        finite = torch.isfinite(snr)
-        return {"snr": snr[finite].mean().item(), "variance": var.mean().item(),
-                "num_elements": snr.numel(), "num_constant_nonzero": int((~finite).sum())}
+        std = torch.cat([self.std[n].flatten() for n in names])
+        varies = std > 0
+        nan = float("nan")
+        return {"snr": snr[varies].mean().item() if varies.any() else nan,
+                "snr_median": snr[varies].median().item() if varies.any() else nan,
+                "variance": std.pow(2).mean().item(), "num_elements": snr.numel(),
+                "num_constant_zero": int((~varies & (snr == 0)).sum()),
+                "num_constant_nonzero": int((~varies & (snr != 0)).sum())}
 
     def split(self, prefix: str) -> list[str]:
         """The parameter names that start with ``prefix`` (e.g. ``"vae.encoder"``)."""

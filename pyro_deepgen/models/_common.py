@@ -1,7 +1,8 @@
-"""Small pieces shared by the structured models (M2, CVAE, DLGM)."""
+"""Small pieces shared by the models (VAE, M2, CVAE, DLGM)."""
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import pyro.distributions as dist
@@ -20,17 +21,32 @@ def check_likelihood(likelihood: str) -> None:
         raise ValueError(f"unknown likelihood {likelihood!r}; valid: {', '.join(LIKELIHOODS)}")
 
 
-def out_dim(x_dim: int, likelihood: str) -> int:
-    """Decoder outputs for ``x_dim`` features: logits, or location and raw scale."""
-    return x_dim if likelihood == "bernoulli" else 2 * x_dim
+def out_dim(x_dim: int, likelihood: str, scale: float | None = None) -> int:
+    """Decoder outputs for ``x_dim`` features: logits, a location (a fixed
+    ``scale``), or a location and a raw scale."""
+    return x_dim if likelihood == "bernoulli" or scale is not None else 2 * x_dim
 
 
-def observation_dist(out: torch.Tensor, likelihood: str) -> dist.TorchDistribution:
+def check_scale(likelihood: str, scale: float | None) -> None:
+    """A fixed decoder scale is positive and only for the Gaussian likelihood."""
+    if scale is None:
+        return
+    if likelihood != "gaussian":
+        raise ValueError(f"decoder_scale is for likelihood='gaussian'; got likelihood={likelihood!r}")
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"decoder_scale must be a finite number > 0; got {scale!r}")
+
+
+def observation_dist(out: torch.Tensor, likelihood: str,
+                     scale: float | None = None) -> dist.TorchDistribution:
     """``p(x|...)`` from a decoder's output, with event dimension 1: independent
-    Bernoulli with logits ``out``, or a diagonal Normal whose scale is
-    ``softplus(raw) + 1e-3`` (the VAE's parameterization)."""
+    Bernoulli with logits ``out``, or a diagonal Normal with location ``out`` and
+    the fixed ``scale``, or with scale ``softplus(raw) + 1e-3`` (a learned
+    variance)."""
     if likelihood == "bernoulli":
         return IndependentBernoulli(out, validate_args=False)
+    if scale is not None:
+        return dist.Normal(out, torch.full_like(out, scale)).to_event(1)
     loc, raw_scale = out.chunk(2, dim=-1)
     return dist.Normal(loc, softplus(raw_scale) + 1e-3).to_event(1)
 

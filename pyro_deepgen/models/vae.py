@@ -8,15 +8,12 @@ import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
-from torch.nn.functional import softplus
 
-from pyro_deepgen.distributions import IndependentBernoulli
 from pyro_deepgen.guides import FlowGuide, HamiltonianGuide
+from pyro_deepgen.models._common import LIKELIHOODS, check_scale, observation_dist, out_dim
 from pyro_deepgen.nn import MLP, NormalEncoder
 
 __all__ = ["VAE", "LIKELIHOODS"]
-
-LIKELIHOODS = ("bernoulli", "gaussian")
 
 
 class VAE(nn.Module):
@@ -36,7 +33,9 @@ class VAE(nn.Module):
     :param z_dim: latent dimension.
     :param hidden: hidden layer widths of the encoder; the decoder mirrors them.
     :param likelihood: ``"bernoulli"`` (x in {0, 1}) or ``"gaussian"`` (a
-        diagonal Normal with a learned per-pixel scale).
+        diagonal Normal with a per-pixel scale from the decoder).
+    :param decoder_scale: with ``likelihood="gaussian"``, a fixed scale of
+        ``p(x|z)`` instead of the learned one (``None``).
     :param activation: hidden nonlinearity (see :data:`pyro_deepgen.nn.ACTIVATIONS`).
     :param name: prefix of the ``pyro.module`` names: the model registers
         ``name.decoder``, the guide ``name.encoder``, so that objectives that
@@ -78,12 +77,15 @@ class VAE(nn.Module):
         num_flows: int = 4,
         hvi: int = 0,
         hvi_leapfrog: int = 5,
+        decoder_scale: float | None = None,
     ):
         super().__init__()
         if likelihood not in LIKELIHOODS:
             raise ValueError(
                 f"unknown likelihood {likelihood!r}; valid: {', '.join(LIKELIHOODS)}"
             )
+        check_scale(likelihood, decoder_scale)
+        self.decoder_scale = decoder_scale
         if x_dim < 1 or z_dim < 1:
             raise ValueError(f"x_dim and z_dim must be >= 1; got x_dim={x_dim}, z_dim={z_dim}")
         self.x_dim, self.z_dim, self.likelihood, self.name = x_dim, z_dim, likelihood, name
@@ -93,8 +95,8 @@ class VAE(nn.Module):
         encoder = NormalEncoder(x_dim, self.hidden, z_dim, activation)
         self.encoder: nn.Module = encoder if flow is None else FlowGuide(
             encoder, z_dim, flow=flow, num_flows=num_flows, name=f"{name}.encoder")
-        out = x_dim if likelihood == "bernoulli" else 2 * x_dim
-        self.decoder = MLP(z_dim, tuple(reversed(self.hidden)), out, activation)
+        self.decoder = MLP(z_dim, tuple(reversed(self.hidden)), out_dim(x_dim, likelihood, decoder_scale),
+                           activation)
         if hvi < 0:
             raise ValueError(f"hvi (Hamiltonian transitions) must be >= 0; got {hvi}")
         self.hvi = hvi
@@ -121,11 +123,7 @@ class VAE(nn.Module):
 
     def likelihood_dist(self, z: torch.Tensor) -> dist.TorchDistribution:
         """The distribution ``p(x|z)``, with event dimension 1."""
-        out = self.decoder(z)
-        if self.likelihood == "bernoulli":
-            return IndependentBernoulli(out, validate_args=False)
-        loc, raw_scale = out.split(self.x_dim, dim=-1)
-        return dist.Normal(loc, softplus(raw_scale) + 1e-3).to_event(1)
+        return observation_dist(self.decoder(z), self.likelihood, self.decoder_scale)
 
     def model(self, x: torch.Tensor) -> None:
         """``z ~ N(0, I)``, ``x ~ p(x|z)``, for each row of ``x`` under the ``"data"`` plate."""
