@@ -5,11 +5,14 @@ the ELBO against log Z for each (energy, flow, K), and paper-style density plots
     python benchmarks/toy_energies.py --out /tmp/toy --steps 20 --samples 2000   # a smoke run
 
 Writes to --out: ``results.json`` (one row per fit, written after each fit; a
-rerun skips the fits already there), ``results.md`` (the table), ``flows/*.pt``
-(each fitted flow's state) and ``densities_<flow>.png`` (rows: energies;
-columns: the target, then each K; the flows as histograms of their samples).
+rerun skips the fits already there with the same steps, lr, particles and
+init), ``results.md`` (the table), ``flows/*.pt`` (each fitted flow's state)
+and ``densities_<flow>.png`` (rows: energies; columns: the target, then each
+K; the flows as histograms of their samples).
 The energies carry Gaussian walls outside [-4, 4]^2 (``pyro_deepgen.data.toy``),
-so that U2-U4 are normalizable and ELBO <= log Z.
+so that U2-U4 are normalizable and ELBO <= log Z. The flows start at the
+identity (``--init identity``, ``pyro_deepgen.guides.flows.init_identity_``);
+``--init pyro`` keeps Pyro's random initialisation.
 """
 
 from __future__ import annotations
@@ -79,6 +82,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--particles", type=int, default=256)
     p.add_argument("--anneal-steps", type=int, default=None, help="default: steps // 4")
+    p.add_argument("--init", default="identity", choices=["identity", "pyro"],
+                   help="the transforms' initialisation")
     p.add_argument("--samples", type=int, default=100_000, help="draws for the final ELBO")
     p.add_argument("--resolution", type=int, default=150, help="density plot cells per side")
     p.add_argument("--seed", type=int, default=0)
@@ -90,7 +95,9 @@ def main() -> None:
     (out / "flows").mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     rows = json.loads(results_path.read_text()) if results_path.exists() else []
-    done = {_key(r["energy"], r["flow"], r["num_flows"]) for r in rows if r["steps"] == args.steps}
+    config = {"steps": args.steps, "lr": args.lr, "num_particles": args.particles, "init": args.init}
+    done = {_key(r["energy"], r["flow"], r["num_flows"]) for r in rows
+            if all(r.get(c) == v for c, v in config.items())}
     for name in energies:
         for flow in flows:
             for k in ks:
@@ -99,7 +106,7 @@ def main() -> None:
                     continue
                 fit = toy.fit_energy(name, flow, k, steps=args.steps, lr=args.lr,
                                      num_particles=args.particles, anneal_steps=args.anneal_steps,
-                                     num_samples=args.samples, seed=args.seed)
+                                     num_samples=args.samples, seed=args.seed, init=args.init)
                 torch.save(fit.module.state_dict(), out / "flows" / f"{key}.pt")
                 rows = [r for r in rows if _key(r["energy"], r["flow"], r["num_flows"]) != key]
                 rows.append({**fit.as_dict(), "lr": args.lr, "num_particles": args.particles})

@@ -21,6 +21,7 @@ from torch.utils.data import TensorDataset
 from linear_gaussian import LinearGaussian
 from pyro_deepgen.evaluate import active_units
 from pyro_deepgen.guides import FLOWS, ConditionalSylvester, Flow, FlowGuide, flow_transforms
+from pyro_deepgen.guides.flows import init_identity_
 from pyro_deepgen.infer import IWAE, STL
 from pyro_deepgen.infer.path import path_log_prob
 from pyro_deepgen.models import VAE, load_model, save_model
@@ -334,6 +335,64 @@ def test_unconditional_flow_guide(flow):
     site = tr.nodes["z"]
     assert site["value"].shape == (5, 2) and site["fn"].log_prob(site["value"]).shape == (5,)
     assert any(n.startswith("flow$$$") for n in pyro.get_param_store().keys())
+
+
+@pytest.mark.parametrize("flow", FLOWS)
+def test_identity_init_starts_at_the_base_distribution(flow):
+    """A fresh 32-layer Flow is its base N(0, I): each transform is the identity, except
+    the coupling flow's reversals and the Householder reflections, which are orthogonal
+    (so q is N(0, I) all the same)."""
+    torch.manual_seed(0)
+    q = Flow(2, flow, num_flows=32)
+    x = torch.randn(500, 2)
+    y, ref, log_det = x, x, torch.zeros(500)
+    for t in q.transforms:
+        z = t(y)
+        log_det, y = log_det + t.log_abs_det_jacobian(y, z), z
+        ref = t(ref) if isinstance(t, T.Permute) else ref
+    assert log_det.abs().max() < 1e-5
+    if flow != "householder":
+        assert torch.allclose(y, ref, atol=1e-5)
+    z = q.distribution().sample((500,))
+    expected = dist.Normal(torch.zeros(2), 1.0).to_event(1).log_prob(z)
+    assert torch.allclose(q.distribution().log_prob(z), expected, atol=1e-4)
+
+
+def test_pyro_init_of_a_deep_planar_flow_is_a_near_point_mass():
+    """Why Flow starts at the identity: 32 planar layers with Pyro's initialisation map
+    N(0, I) to a distribution with covariance eigenvalues below 1e-3."""
+    torch.manual_seed(0)
+    for init, (lo, hi) in (("pyro", (0.0, 1e-3)), ("identity", (0.9, 1.1))):
+        with torch.no_grad():
+            z = Flow(2, "planar", num_flows=32, init=init).distribution().sample((20_000,))
+        eig = torch.linalg.eigvalsh(torch.cov(z.T))
+        assert lo <= eig.min() and eig.max() <= hi, (init, eig)
+
+
+@pytest.mark.parametrize("flow", ["planar", "radial", "sylvester", "iaf", "coupling"])
+def test_identity_init_keeps_every_layer_trainable(flow):
+    """The identity is not a dead point: every transform's parameters get a gradient."""
+    torch.manual_seed(0)
+    q = Flow(2, flow, num_flows=4)
+    z = q.distribution().rsample((64,))
+    ((z - torch.tensor([1.0, -2.0])).pow(2).sum() + z[:, 0].pow(3).sum()).backward()
+    for t in q.transforms:
+        if isinstance(t, T.Permute):
+            continue
+        grads = [p.grad.abs().max().item() for p in t.parameters() if p.grad is not None]
+        assert max(grads) > 1e-3, (flow, type(t).__name__)
+
+
+def test_init_identity_arguments():
+    planar = T.Planar(3)
+    w = planar.w.detach().clone()
+    assert init_identity_(planar) is planar and torch.equal(planar.w, w)  # w is kept
+    with pytest.raises(ValueError, match="unknown init 'zeros'; valid: pyro, identity"):
+        flow_transforms("planar", 2, 2, init="zeros")
+    with pytest.raises(ValueError, match="init='identity' is for unconditional transforms"):
+        flow_transforms("planar", 2, 2, context_dim=3, init="identity")
+    with pytest.raises(ValueError, match="init_identity_ is for unconditional transforms"):
+        init_identity_(flow_transforms("iaf", 2, 1, context_dim=3)[0])
 
 
 # ---------------------------------------------------------------- bad input

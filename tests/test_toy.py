@@ -102,6 +102,15 @@ def test_fit_energy_improves_the_elbo():
     assert longer.gap > -4 * longer.elbo_stderr
 
 
+def test_fit_energy_trains_a_deep_planar_flow():
+    """32 planar layers from the identity: 400 short steps reach within 0.6 nats of log Z
+    on U2 (from Pyro's random initialisation the same fit ends 3.3 nats below, seed 0)."""
+    fit = toy.fit_energy("U2", "planar", num_flows=32, steps=400, num_particles=32,
+                         num_samples=20_000)
+    assert fit.as_dict()["init"] == "identity"
+    assert -4 * fit.elbo_stderr < fit.gap < 0.6, fit.gap
+
+
 def test_density_grid():
     g = toy.density_grid("U3", resolution=80)
     h = 8 / 80

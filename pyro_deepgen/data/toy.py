@@ -163,6 +163,7 @@ class EnergyFit:
     name: str
     flow: str
     num_flows: int
+    init: str
     steps: int
     elbo: float
     elbo_stderr: float
@@ -179,7 +180,7 @@ class EnergyFit:
 
     def as_dict(self) -> dict[str, Any]:
         return {"energy": self.name, "flow": self.flow, "num_flows": self.num_flows,
-                "steps": self.steps, "elbo": self.elbo, "elbo_stderr": self.elbo_stderr,
+                "init": self.init, "steps": self.steps, "elbo": self.elbo, "elbo_stderr": self.elbo_stderr,
                 "log_z": self.log_z, "gap": self.gap, "num_samples": self.num_samples,
                 "seconds": self.seconds}
 
@@ -209,6 +210,7 @@ def fit_energy(
     bound: float = BOUND,
     wall: float | None = WALL,
     hidden: tuple[int, ...] | None = None,
+    init: str = "identity",
 ) -> EnergyFit:
     r"""Fits a ``num_flows``-layer unconditional flow
     (:class:`pyro_deepgen.guides.Flow`) to :math:`\exp(-U_W)` by reverse KL:
@@ -216,6 +218,13 @@ def fit_energy(
     step, ClippedAdam) on :func:`energy_model`. The energy is annealed as in
     the paper, :math:`\beta_t = \min(1, 0.01 + t/\text{anneal\_steps})`
     (default ``steps // 4``; 0: no annealing).
+
+    ``init="identity"`` starts the flow at its base distribution, a standard
+    normal, whatever ``num_flows``
+    (:func:`~pyro_deepgen.guides.flows.init_identity_`). With Pyro's random
+    initialisation (``init="pyro"``) 32 planar layers start as a near point
+    mass, and 5000 steps end 0.9-4.1 nats below :math:`\log Z` on all four
+    energies.
 
     Runs in its own parameter-store scope (the global store is untouched) and
     seeds Pyro's RNGs with ``seed``. Returns the ELBO at :math:`\beta = 1` from
@@ -238,7 +247,7 @@ def fit_energy(
                          f"got wall={wall}")
     anneal_steps = steps // 4 if anneal_steps is None else anneal_steps
     pyro.set_rng_seed(seed)
-    module = Flow(2, flow, num_flows, hidden=hidden, name=f"toy_{flow}")
+    module = Flow(2, flow, num_flows, hidden=hidden, init=init, name=f"toy_{flow}")
     elbo = pyro.infer.Trace_ELBO(num_particles=num_particles, vectorize_particles=True,
                                  max_plate_nesting=0)
     losses: list[float] = []
@@ -254,7 +263,7 @@ def fit_energy(
                                          f"non-finite loss at step {t}")
     seconds = time.perf_counter() - t0
     mean, stderr = _elbo(module.distribution(), key, num_samples, bound, wall)
-    return EnergyFit(key, flow, num_flows, steps, mean, stderr, log_normalizer(key, bound, wall),
+    return EnergyFit(key, flow, num_flows, init, steps, mean, stderr, log_normalizer(key, bound, wall),
                      num_samples, seconds, losses, module)
 
 
