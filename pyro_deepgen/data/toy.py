@@ -221,7 +221,7 @@ def fit_energy(
 
     ``init="identity"`` starts the flow at its base distribution, a standard
     normal, whatever ``num_flows``
-    (:func:`~pyro_deepgen.guides.flows.init_identity_`). With Pyro's random
+    (:func:`~pyro_deepgen.guides.init_identity_`). With Pyro's random
     initialisation (``init="pyro"``) 32 planar layers start as a near point
     mass, and 5000 steps end 0.9-4.1 nats below :math:`\log Z` on all four
     energies.

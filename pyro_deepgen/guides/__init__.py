@@ -3,6 +3,7 @@ Hamiltonian variational inference."""
 
 from pyro_deepgen.guides.flows import (
     FLOWS,
+    INITS,
     ConditionalSylvester,
     ConditionedSylvester,
     Flow,
@@ -10,11 +11,13 @@ from pyro_deepgen.guides.flows import (
     ParamNet,
     Sylvester,
     flow_transforms,
+    init_identity_,
 )
 from pyro_deepgen.guides.hamiltonian import REVERSE, HamiltonianGuide
 
 __all__ = [
     "FLOWS",
+    "INITS",
     "ConditionalSylvester",
     "ConditionedSylvester",
     "Flow",
@@ -24,4 +27,5 @@ __all__ = [
     "REVERSE",
     "Sylvester",
     "flow_transforms",
+    "init_identity_",
 ]
