@@ -8,18 +8,17 @@ Kingma et al. 2016, arXiv:1606.04934).
 
 Training runs the general Pyro path; evaluation runs IWAE as a compiled static
 program (``--eval-compile``), which changes only the speed. Writes ``compare``'s
-``results.md``, ``results.json`` and figures into ``--out``.
+``results.md``, ``results.json`` and figures into ``--out``; each run's training
+and evaluation seconds are in its ``history.json`` and ``evaluation.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 from pathlib import Path
 
-from pyro_deepgen.experiment import (COMPILE, RunConfig, evaluate_run, sample_run, train_run,
-                                     write_report)
+from pyro_deepgen.experiment import COMPILE, RunConfig, compare_runs
 
 
 def _guide(spec: str) -> dict:
@@ -48,15 +47,7 @@ def main() -> None:
                      data_root=args.data_root, device=args.device)
     configs = [dataclasses.replace(base, **_guide(g.strip())) for g in args.guides.split(",")]
     out = Path(args.out)
-    for cfg in configs:
-        t = time.perf_counter()
-        train_run(cfg, out / cfg.name, progress=False)
-        t_train = time.perf_counter() - t
-        evaluate_run(out / cfg.name, num_samples=args.num_samples, seed=cfg.seed, compile=args.eval_compile)
-        sample_run(out / cfg.name, out / f"samples_{cfg.name}.png", seed=cfg.seed)
-        print(f"{cfg.name}: trained {t_train:.0f} s, evaluated {time.perf_counter() - t - t_train:.0f} s",
-              flush=True)
-    write_report(configs, out)
+    compare_runs(configs, out, num_samples=args.num_samples, progress=False, compile=args.eval_compile)
     print((out / "results.md").read_text())
 
 

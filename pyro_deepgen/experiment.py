@@ -432,10 +432,12 @@ def compare(objectives: Sequence[str], out: str | os.PathLike, base: RunConfig |
 
 
 def compare_runs(configs: Sequence[RunConfig], out: str | os.PathLike, num_samples: int = 1000,
-                 progress: bool = True, limit: int | None = None) -> list[dict[str, Any]]:
+                 progress: bool = True, limit: int | None = None,
+                 compile: str | None = None) -> list[dict[str, Any]]:
     """Trains each configuration into ``out/<name>`` (see :attr:`RunConfig.name`),
     evaluates each on the test split (IWAE-``num_samples``, ELBO and the collapse
-    diagnostics; on ``limit`` of them if given, see :func:`evaluation_subset`), and writes
+    diagnostics; on ``limit`` of them if given, see :func:`evaluation_subset`; compiled
+    as :func:`evaluate_run`'s ``compile`` says), and writes
     ``results.json``, ``results.md``, ``curves.png``, ``kl_units.png`` and
     ``samples_<name>.png`` into ``out``."""
     configs = list(configs)
@@ -448,7 +450,7 @@ def compare_runs(configs: Sequence[RunConfig], out: str | os.PathLike, num_sampl
     out.mkdir(parents=True, exist_ok=True)
     for cfg in configs:
         train_run(cfg, out / cfg.name, progress=progress)
-        evaluate_run(out / cfg.name, num_samples=num_samples, seed=cfg.seed, limit=limit)
+        evaluate_run(out / cfg.name, num_samples=num_samples, seed=cfg.seed, limit=limit, compile=compile)
         sample_run(out / cfg.name, out / f"samples_{cfg.name}.png", seed=cfg.seed)
     return write_report(configs, out)
 
