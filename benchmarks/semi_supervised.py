@@ -3,6 +3,8 @@
     # 1. few-labels table: test error of M2, M1+M2 and the supervised-only baseline
     python benchmarks/semi_supervised.py table --labels 100,600,1000,3000 --seeds 0,1,2 \\
         --max-time 1800 --out runs/few_labels
+    #    and, for each M2 run, the error of q(y|x) and of the generative model
+    python benchmarks/semi_supervised.py diagnose --out runs/few_labels --num-samples 10
     # 2. 2-layer DLGM against 1-layer, IWAE-5 training, equal budget
     python benchmarks/semi_supervised.py dlgm --max-time 1800 --out runs/dlgm
     # 3. CVAE quadrant completion against the NN regressor
@@ -15,7 +17,8 @@ training images; labels drawn balanced with each seed from a fixed 5000-image ha
 of the labelled test split; test error on the other 5000). Each run is
 :func:`pyro_deepgen.experiment.train_run` (what ``pyro-deepgen train --model m2
 --labels N`` runs), stopped after ``--max-time`` seconds (M1+M2: that budget for
-each of its two stages, M1 then M2). The supervised-only baseline is M2's
+each of its two stages, M1 then M2; M1 sees no labels, so the first M1+M2 run
+trains it, with seed ``--seeds[0]``, and the others reuse it: ``--pretrained``). The supervised-only baseline is M2's
 classifier network (one hidden layer of 500 softplus units) trained by
 cross-entropy on the labels alone (:class:`pyro_deepgen.models.SupervisedClassifier`).
 Writes ``results.json`` and ``results.md`` (mean and std over the seeds).
@@ -56,7 +59,7 @@ from pyro_deepgen.evaluate import log_likelihood
 from pyro_deepgen.experiment import RunConfig, train_run
 from pyro_deepgen.infer import IWAE
 from pyro_deepgen.models import (CVAE, DLGM, NNRegressor, SupervisedClassifier, classification_error,
-                                 conditional_nll, merge_quadrants, quadrant_dataset)
+                                 conditional_nll, load_model, merge_quadrants, quadrant_dataset)
 from pyro_deepgen.train import fit
 
 DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -75,6 +78,7 @@ def table(args: argparse.Namespace) -> None:
     base = RunConfig(dataset="binarized_mnist", model="m2", labels=100, z_dim=50, hidden=(500,),
                      activation="softplus", alpha=args.alpha, epochs=100000, batch_size=args.batch_size,
                      lr=args.lr, max_time=args.max_time, data_root=args.data_root, device=args.device)
+    first_stage = None  # the first m1m2 run trains M1 (label-free); the others reuse it
     for n in args.labels:
         for seed in args.seeds:
             for model in args.models:
@@ -87,10 +91,14 @@ def table(args: argparse.Namespace) -> None:
                     epochs = None
                 else:
                     extra = {"m1_hidden": [600, 600]} if model == "m1m2" else {}
+                    run = out / f"{model}-{n}-seed{seed}"
                     cfg = dataclasses.replace(base, model=model, labels=n, seed=seed, extra=extra,
-                                              z_dims=(50, 50) if model == "m1m2" else None)
-                    history = train_run(cfg, out / f"{model}-{n}-seed{seed}", progress=not args.quiet)
+                                              z_dims=(50, 50) if model == "m1m2" else None,
+                                              pretrained=first_stage if model == "m1m2" else None)
+                    history = train_run(cfg, run, progress=not args.quiet)
                     error, epochs = history[-1]["test_error"], history[-1]["epoch"]
+                    if model == "m1m2" and first_stage is None:
+                        first_stage = str(run)
                 rows.append({"model": model, "labels": n, "seed": seed, "test_error": error,
                              "epochs": epochs, "seconds": time.perf_counter() - t0})
                 print(json.dumps(rows[-1]), flush=True)
@@ -105,6 +113,28 @@ def table(args: argparse.Namespace) -> None:
         f"Test error (%) on the 5000 held-out images, mean ± std over seeds {args.seeds}; "
         f"at most {args.max_time:g} s of training per run (per stage for m1m2).\n\n" + "\n".join(lines) + "\n")
     print((out / "results.md").read_text())
+
+
+def diagnose(args: argparse.Namespace) -> None:
+    """For each M2 run of ``table`` in ``--out``: the held-out error of ``q(y|x)``
+    and of the generative model (``argmax_y`` of the IWAE-``--num-samples``
+    bound on ``log p(x|y)``, :meth:`pyro_deepgen.models.M2.generative_classify`)."""
+    out = Path(args.out)
+    rows = []
+    for run in sorted(out.glob("m2-*-seed*")):
+        cfg = json.loads((run / "run.json").read_text())
+        module = load_model(run).to(args.device)
+        x, y = semi_supervised_data("binarized_mnist", cfg["labels"], seed=cfg["seed"],
+                                    root=args.data_root).heldout.tensors
+        x, y = x.to(args.device), y.to(args.device)
+        torch.manual_seed(args.seed)
+        gen = torch.cat([module.generative_classify(x[i:i + 500], args.num_samples)
+                         for i in range(0, len(x), 500)])
+        rows.append({"run": run.name, "labels": cfg["labels"], "seed": cfg["seed"],
+                     "classifier_error": float(classification_error(module, x, y)),
+                     "generative_error": float((gen != y).float().mean())})
+        print(json.dumps(rows[-1]), flush=True)
+    (out / "diagnosis.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
 
 
 def _test_images(args: argparse.Namespace) -> torch.Tensor:
@@ -171,7 +201,7 @@ def cvae(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("figure", choices=("table", "dlgm", "cvae"))
+    p.add_argument("figure", choices=("table", "diagnose", "dlgm", "cvae"))
     p.add_argument("--out", default="runs/issue6")
     p.add_argument("--data-root", default=DATA)
     p.add_argument("--max-time", type=float, default=1800.0, help="seconds of training per run")
@@ -183,12 +213,13 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-samples", type=int, default=1000, help="dlgm: k of the test IWAE-k")
+    p.add_argument("--num-samples", type=int, default=1000,
+                   help="dlgm: k of the test IWAE-k; diagnose: k of the bound on log p(x|y)")
     p.add_argument("--limit", type=int, default=10000, help="dlgm, cvae: test images used")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
-    {"table": table, "dlgm": dlgm, "cvae": cvae}[args.figure](args)
+    {"table": table, "diagnose": diagnose, "dlgm": dlgm, "cvae": cvae}[args.figure](args)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,9 @@ def _run_options(p: argparse.ArgumentParser, epochs: int) -> None:
                         "(default: min(batch size, labels))")
     g.add_argument("--alpha", type=float, default=50.0,
                    help="weight of the classification term per labelled row (m2, m1m2)")
+    g.add_argument("--pretrained", default=None,
+                   help="m1m2: reuse the first stage (M1) of the m1m2 run in this folder instead of "
+                        "training one")
     g.add_argument("--beta", type=float, default=1.0, help="factor on the latent sites' KL")
     g.add_argument("--kl-warmup", type=int, default=0,
                    help="steps over which the KL factor rises linearly from 0 to beta")
@@ -87,7 +90,8 @@ def _config(args: argparse.Namespace, objective: str):
         flow=args.flow, num_flows=args.num_flows, hvi=args.hvi, hvi_leapfrog=args.hvi_leapfrog,
         beta=args.beta, kl_warmup=args.kl_warmup, free_bits=args.free_bits,
         z_dims=args.z_dims, labels=args.labels, labelled_batch_size=args.labelled_batch_size,
-        alpha=args.alpha, binarize=args.binarize, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        alpha=args.alpha, pretrained=args.pretrained, binarize=args.binarize, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, device=args.device, max_time=args.max_time, patience=args.patience,
         checkpoint_every=args.checkpoint_every, data_root=args.data_root, download=args.download,
         backend=args.backend, check_sync_every=args.check_sync_every, compile=args.compile)

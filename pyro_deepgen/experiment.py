@@ -31,7 +31,7 @@ from pyro_deepgen.infer import KLSchedule, make_objective
 from pyro_deepgen.models import (MODELS, DequantizedDataset, EnumELBO, bits_per_dim, build_model,
                                  classification_error, dequantize, load_model, model_options, model_spec,
                                  save_model)
-from pyro_deepgen.train import CHECKPOINT, fit
+from pyro_deepgen.train import CHECKPOINT, fit, load_checkpoint
 
 __all__ = [
     "BINARIZE",
@@ -42,6 +42,7 @@ __all__ = [
     "write_report",
     "dataset_for",
     "evaluate_run",
+    "load_first_stage",
     "load_run_config",
     "results_markdown",
     "sample_run",
@@ -97,6 +98,9 @@ class RunConfig:
     labelled_batch_size: int | None = None
     #: weight of the classification term on labelled data (m2, m1m2)
     alpha: float = 50.0
+    #: m1m2: the folder of an earlier m1m2 run whose first stage (M1, in its ``pretrain`` folder)
+    #: is reused instead of trained; M1 sees no labels, so runs that differ in labels can share it
+    pretrained: str | None = None
     #: data-parallel training under torchrun: "auto" | "gloo" | "nccl"
     backend: str = "auto"
     #: data-parallel debugging: compare parameter checksums across processes every N steps
@@ -155,6 +159,9 @@ class RunConfig:
                              f"trains with --objective elbo and no KL schedule; got {self.name!r}")
         if self.alpha < 0:
             raise ValueError(f"alpha must be >= 0; got {self.alpha}")
+        if self.pretrained is not None and self.model != "m1m2":
+            raise ValueError(f"pretrained reuses the first stage of an m1m2 run; model {self.model!r} "
+                             "has none")
 
     def kl_schedule(self) -> KLSchedule | None:
         """The KL schedule of ``beta``, ``kl_warmup`` and ``free_bits`` (``None`` if plain)."""
@@ -271,7 +278,11 @@ def train_run(cfg: RunConfig, out: str | os.PathLike, progress: bool = True) -> 
                    compile=False if cfg.compile == "none" else cfg.compile)
     pretrain = getattr(module, "pretrain", None)
     if isinstance(pretrain, torch.nn.Module):  # a first stage (M1 of M1+M2), in its own folder
-        fit(pretrain.model, pretrain.guide, train, make_objective("elbo"), out=out / "pretrain", **options)
+        if cfg.pretrained is not None:
+            load_first_stage(pretrain, cfg.pretrained)
+        else:
+            fit(pretrain.model, pretrain.guide, train, make_objective("elbo"), out=out / "pretrain",
+                **options)
     if uses == "batches":
         loss = EnumELBO()
         options.update(labelled=lab.labelled, labelled_batch_size=cfg.labelled_batch_size)
@@ -283,6 +294,29 @@ def train_run(cfg: RunConfig, out: str | os.PathLike, progress: bool = True) -> 
     if writer:
         save_model(module.cpu(), cfg.model, config, out)
     return history
+
+
+def load_first_stage(pretrain: torch.nn.Module, run: str | os.PathLike) -> None:
+    """Loads the first stage (M1 of M1+M2) that the m1m2 run in folder ``run``
+    trained (its ``pretrain/checkpoint.pt``) into ``pretrain``, an :class:`~pyro_deepgen.models.M1`.
+
+    :raises FileNotFoundError: when ``run`` has no trained first stage.
+    :raises ValueError: when its networks differ from ``pretrain``'s.
+    """
+    path = Path(run) / "pretrain" / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: --pretrained must be the folder of an m1m2 run "
+                                "whose first stage has trained")
+    params = load_checkpoint(path)["params"]
+    vae = pretrain.vae
+    for part in ("encoder", "decoder"):
+        prefix = f"{vae.name}.{part}$$$"
+        state = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+        try:
+            getattr(vae, part).load_state_dict(state)
+        except RuntimeError as e:
+            raise ValueError(f"{path} holds a different M1 {part} than this run builds (compare "
+                             f"z_dims and m1_hidden with {Path(run) / 'run.json'}): {e}") from None
 
 
 def _test_error(module: torch.nn.Module, lab: LabelledData, device: str, seed: int):

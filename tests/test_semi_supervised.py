@@ -1,5 +1,6 @@
 """M2 (labels enumerated exactly), M1, M1+M2, and semi-supervised training."""
 
+import dataclasses
 import json
 import math
 
@@ -361,3 +362,49 @@ def test_cli_trains_semi_supervised_models_and_reports_test_error(model, extra, 
     if model == "m1m2":
         assert (out / "pretrain" / "history.json").exists()
     assert cli.main(argv) == 0  # resuming a finished run changes nothing
+
+
+def test_m1m2_reuses_a_trained_first_stage(tmp_path):
+    from pyro_deepgen.experiment import RunConfig, load_first_stage, train_run
+    from pyro_deepgen.models import load_model
+
+    base = RunConfig(dataset="digits", model="m1m2", labels=20, z_dims=(4, 3), hidden=(16,), epochs=1,
+                     batch_size=256, extra={"m1_hidden": [16]})
+    train_run(base, tmp_path / "first", progress=False)
+    m1 = load_model(tmp_path / "first").pretrain.vae.state_dict()
+    again = dataclasses.replace(base, labels=30, seed=1, pretrained=str(tmp_path / "first"))
+    train_run(again, tmp_path / "second", progress=False)
+    assert not (tmp_path / "second" / "pretrain").exists()
+    reused = load_model(tmp_path / "second").pretrain.vae.state_dict()
+    assert all(torch.equal(m1[k], reused[k]) for k in m1)
+
+    with pytest.raises(ValueError, match="pretrained reuses the first stage of an m1m2 run; model 'm2'"):
+        RunConfig(model="m2", labels=10, pretrained=str(tmp_path / "first"))
+    with pytest.raises(FileNotFoundError, match="--pretrained must be the folder of an m1m2 run"):
+        train_run(dataclasses.replace(again, pretrained=str(tmp_path / "second")), tmp_path / "third",
+                  progress=False)
+    wider = M1M2(64, 10, z1_dim=4, z_dim=3, m1_hidden=(8,), hidden=(16,))
+    with pytest.raises(ValueError, match="holds a different M1 encoder than this run builds"):
+        load_first_stage(wider.pretrain, tmp_path / "first")
+
+
+def test_class_log_likelihood_is_the_labelled_elbo_per_class():
+    from pyro_deepgen.evaluate import elbo as elbo_per_datapoint
+
+    m2 = small_m2(alpha=0.0)
+    x = binary(n=3)
+    pyro.set_rng_seed(2)
+    draws = torch.stack([m2.class_log_likelihood(x) for _ in range(3000)])  # (draws, batch, y_dim)
+    for c in range(3):
+        y = torch.full((3,), c, dtype=torch.long)
+        ref = torch.stack([elbo_per_datapoint(m2.model, m2.guide, TensorDataset(x, y), pass_labels=True)
+                           for _ in range(300)])  # (draws, batch)
+        gap = draws[..., c].mean(0) + math.log(1 / 3) - ref.mean(0)  # the model's ELBO has log p(y)
+        se = (draws[..., c].var(0) / 3000 + ref.var(0) / 300).sqrt()
+        assert (gap.abs() < 5 * se).all(), (gap, se)
+    # more samples tighten the bound on log p(x|y), in expectation
+    k10 = torch.stack([m2.class_log_likelihood(x, num_samples=10) for _ in range(300)]).mean(0)
+    assert (k10 > draws.mean(0)).all()
+    assert m2.generative_classify(x).shape == (3,)
+    with pytest.raises(ValueError, match="num_samples must be >= 1; got 0"):
+        m2.class_log_likelihood(x, num_samples=0)

@@ -15,6 +15,7 @@ sampled from ``q(y|x)``, which keeps, e.g., the IWAE estimate of
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Sequence
 
@@ -212,6 +213,33 @@ class M2(nn.Module):
         """The guide's label prediction ``argmax_y q(y|x)``, shape ``(batch,)``."""
         check_x(self, x, self.x_dim)
         return self.encoder["classifier"](x).argmax(-1)
+
+    @torch.no_grad()
+    def class_log_likelihood(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
+        r"""For every class ``y``, the importance-weighted bound on ``log p(x|y)``
+        with ``num_samples`` draws from ``q(z|x, y)``:
+        :math:`\log \frac{1}{K}\sum_k p(x|y, z_k)\, p(z_k) / q(z_k|x, y)`
+        (the ELBO of ``x`` with label ``y`` at ``K = 1``). Shape ``(batch, y_dim)``.
+
+        Its argmax over ``y`` (:meth:`generative_classify`) classifies with the
+        generative model instead of ``q(y|x)``: an error near chance shows a
+        decoder that ignores ``y``; one close to the classifier's, a generative
+        model whose classes agree with ``q(y|x)``, right or wrong."""
+        check_x(self, x, self.x_dim)
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1; got {num_samples}")
+        y = torch.arange(self.y_dim, device=x.device).expand(x.shape[0], -1)  # (batch, y_dim)
+        xs = x[:, None, :].expand(-1, self.y_dim, -1)
+        q = self.z_dist(xs, y)
+        z = q.sample((num_samples,))  # (K, batch, y_dim, z_dim)
+        prior = dist.Normal(torch.zeros_like(z), 1.0).to_event(1)
+        log_w = self.likelihood_dist(z, y).log_prob(xs) + prior.log_prob(z) - q.log_prob(z)
+        return log_w.logsumexp(0) - math.log(num_samples)
+
+    @torch.no_grad()
+    def generative_classify(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
+        """``argmax_y`` of :meth:`class_log_likelihood` (``p(y)`` is uniform), shape ``(batch,)``."""
+        return self.class_log_likelihood(x, num_samples).argmax(-1)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
