@@ -18,9 +18,10 @@ of the labelled test split; test error on the other 5000). Each run is
 :func:`pyro_deepgen.experiment.train_run` (what ``pyro-deepgen train --model m2
 --labels N`` runs), stopped after ``--max-time`` seconds (M1+M2: that budget for
 each of its two stages, M1 then M2; M1 sees no labels, so the first M1+M2 run
-trains it, with seed ``--seeds[0]``, and the others reuse it: ``--pretrained``). The supervised-only baseline is M2's
-classifier network (one hidden layer of 500 softplus units) trained by
-cross-entropy on the labels alone (:class:`pyro_deepgen.models.SupervisedClassifier`).
+trains it, with seed ``--seeds[0]``, and the others reuse it: ``--pretrained``).
+The supervised-only baseline is M2's classifier network (one hidden layer of 500
+softplus units) trained by cross-entropy on the labels alone
+(:class:`pyro_deepgen.models.SupervisedClassifier`).
 Writes ``results.json`` and ``results.md`` (mean and std over the seeds).
 
 ``dlgm``: :class:`pyro_deepgen.models.DLGM` with one layer (``z_dims=(50,)``,
