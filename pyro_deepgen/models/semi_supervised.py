@@ -15,7 +15,6 @@ sampled from ``q(y|x)``, which keeps, e.g., the IWAE estimate of
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Sequence
 
@@ -26,6 +25,7 @@ from pyro.infer import TraceEnum_ELBO
 from torch import nn
 from torch.nn.functional import one_hot
 
+from pyro_deepgen.infer.iwae import log_mean_exp
 from pyro_deepgen.models._common import (
     cat,
     check_binary,
@@ -234,7 +234,7 @@ class M2(nn.Module):
         z = q.sample((num_samples,))  # (K, batch, y_dim, z_dim)
         prior = dist.Normal(torch.zeros_like(z), 1.0).to_event(1)
         log_w = self.likelihood_dist(z, y).log_prob(xs) + prior.log_prob(z) - q.log_prob(z)
-        return log_w.logsumexp(0) - math.log(num_samples)
+        return log_mean_exp(log_w)
 
     @torch.no_grad()
     def generative_classify(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:
