@@ -3,6 +3,9 @@
     # 1. few-labels table: test error of M2, M1+M2 and the supervised-only baseline
     python benchmarks/semi_supervised.py table --labels 100,600,1000,3000 --seeds 0,1,2 \\
         --max-time 1800 --out runs/few_labels
+    #    M2 with a weight 3 on the style latent's KL, 10 labelled rows per step and alpha 500
+    python benchmarks/semi_supervised.py table --models m2 --beta 3 --labelled-batch-size 10 \\
+        --alpha 500 --labels 100 --max-time 1740 --out runs/few_labels/m2-beta3-long
     #    and, for each M2 run, the error of q(y|x) and of the generative model
     python benchmarks/semi_supervised.py diagnose --out runs/few_labels --num-samples 10
     # 2. 2-layer DLGM against 1-layer, IWAE-5 training, equal budget
@@ -77,7 +80,8 @@ def table(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     base = RunConfig(dataset="binarized_mnist", model="m2", labels=100, z_dim=50, hidden=(500,),
-                     activation="softplus", alpha=args.alpha, epochs=100000, batch_size=args.batch_size,
+                     activation="softplus", alpha=args.alpha, beta=args.beta,
+                     labelled_batch_size=args.labelled_batch_size, epochs=100000, batch_size=args.batch_size,
                      lr=args.lr, max_time=args.max_time, data_root=args.data_root, device=args.device)
     first_stage = None  # the first m1m2 run trains M1 (label-free); the others reuse it
     for n in args.labels:
@@ -210,6 +214,9 @@ def main() -> None:
     p.add_argument("--seeds", type=lambda s: [int(t) for t in s.split(",")], default=[0, 1, 2])
     p.add_argument("--models", type=lambda s: s.split(","), default=["m2", "m1m2", "supervised"])
     p.add_argument("--alpha", type=float, default=50.0)
+    p.add_argument("--beta", type=float, default=1.0, help="table: factor on M2's style-latent KL")
+    p.add_argument("--labelled-batch-size", type=int, default=None,
+                   help="table: labelled rows per step (default min(batch size, labels))")
     p.add_argument("--supervised-steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)

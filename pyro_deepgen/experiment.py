@@ -154,9 +154,10 @@ class RunConfig:
         if self.labelled_batch_size is not None and (uses != "batches" or self.labelled_batch_size < 1):
             raise ValueError(f"labelled_batch_size must be >= 1 and needs a model trained on labelled "
                              f"batches; got {self.labelled_batch_size} for model {self.model!r}")
-        if uses == "batches" and (self.objective != "elbo" or self.kl_schedule() is not None):
+        if uses == "batches" and (self.objective != "elbo" or self.kl_warmup or self.free_bits):
             raise ValueError(f"model {self.model!r} sums over its labels exactly (TraceEnum_ELBO): it "
-                             f"trains with --objective elbo and no KL schedule; got {self.name!r}")
+                             f"trains with --objective elbo, with no KL warm-up or free bits (beta "
+                             f"weights its style latent's KL); got {self.name!r}")
         if self.alpha < 0:
             raise ValueError(f"alpha must be >= 0; got {self.alpha}")
         if self.pretrained is not None and self.model != "m1m2":
@@ -284,7 +285,7 @@ def train_run(cfg: RunConfig, out: str | os.PathLike, progress: bool = True) -> 
             fit(pretrain.model, pretrain.guide, train, make_objective("elbo"), out=out / "pretrain",
                 **options)
     if uses == "batches":
-        loss = EnumELBO()
+        loss = EnumELBO(kl_weights={module.style_site: cfg.beta})
         options.update(labelled=lab.labelled, labelled_batch_size=cfg.labelled_batch_size)
     else:
         loss = make_objective(cfg.objective, cfg.kl_schedule())

@@ -63,6 +63,43 @@ def test_enumerated_bound_matches_a_hand_computed_sum_over_classes():
     assert loss == pytest.approx(-total.sum().item(), rel=1e-5, abs=1e-4)
 
 
+@pytest.mark.parametrize("labelled", [False, True])
+def test_kl_weights_scale_the_style_latents_kl_only(labelled):
+    m2, x = small_m2(alpha=2.0), binary()
+    y = torch.tensor([0, 2, 1, 2]) if labelled else None
+    args = (x,) if y is None else (x, y)
+
+    def loss(weights, seed=3):
+        pyro.set_rng_seed(seed)
+        return EnumELBO(vectorize_particles=False, kl_weights=weights).loss(m2.model, m2.guide, *args)
+
+    def z_kl_term(seed=3):  # sum over datapoints of E_q(y|x)[log p(z) - log q(z|x, y)] at the same draw
+        pyro.set_rng_seed(seed)
+        if y is None:
+            tr = enumerated_guide_trace(m2, x, seed)
+            q = m2.predict_proba(x).T  # (classes, batch)
+        else:
+            tr = poutine.trace(m2.guide).get_trace(x, y)
+            q = torch.ones(1, 4)
+        z = tr.nodes["z"]["value"]
+        log_ratio = dist.Normal(0.0, 1.0).log_prob(z).sum(-1) - tr.nodes["z"]["fn"].log_prob(z)
+        return (q * log_ratio).sum().item()
+
+    plain, kl = loss(None), z_kl_term()
+    for beta in (0.0, 3.0):
+        # loss = -ELBO, and the KL enters the ELBO as E[log p(z) - log q(z)]: beta scales that term
+        assert loss({"z": beta}) == pytest.approx(plain - (beta - 1) * kl, rel=1e-5, abs=1e-4)
+    assert loss({"z": 1.0}) == plain
+
+
+def test_kl_weights_bad_input():
+    m2, x = small_m2(), binary()
+    with pytest.raises(ValueError, match="the KL weight of site 'z' must be a finite number >= 0; got -1"):
+        EnumELBO(kl_weights={"z": -1.0})
+    with pytest.raises(ValueError, match="kl_weights names sites that the model and guide lack: z3"):
+        EnumELBO(kl_weights={"z3": 2.0}).loss(m2.model, m2.guide, x)
+
+
 def labelled_bound(m2, x, c, z):
     """-L(x, y=c) per datapoint, through the model's and guide's labelled path at ``z``."""
     y = torch.full((x.shape[0],), c)
@@ -332,8 +369,12 @@ def test_run_config_checks_labels():
         RunConfig(model="vae", labels=100)
     with pytest.raises(ValueError, match=r"model 'm2' is semi-supervised: it needs --labels N"):
         RunConfig(model="m2")
-    with pytest.raises(ValueError, match="trains with --objective elbo and no KL schedule; got 'iwae-5'"):
+    with pytest.raises(ValueError, match="trains with --objective elbo, with no KL warm-up or free bits "
+                                         r"\(beta weights its style latent's KL\); got 'iwae-5'"):
         RunConfig(model="m2", labels=10, objective="iwae-5")
+    with pytest.raises(ValueError, match="no KL warm-up or free bits"):
+        RunConfig(model="m2", labels=10, kl_warmup=100)
+    assert RunConfig(model="m2", labels=10, beta=3.0).name == "elbo+beta-3"
     with pytest.raises(ValueError, match="labelled_batch_size must be >= 1"):
         RunConfig(model="m1", labels=10, labelled_batch_size=5)
     with pytest.raises(ValueError, match="model 'm2' takes no z_dims"):
@@ -341,7 +382,7 @@ def test_run_config_checks_labels():
 
 
 @pytest.mark.parametrize("model, extra", [("m2", ["--labelled-batch-size", "20"]), ("m1", []),
-                                          ("m1m2", ["--z-dims", "4,4"])])
+                                          ("m1m2", ["--z-dims", "4,4", "--beta", "2"])])
 def test_cli_trains_semi_supervised_models_and_reports_test_error(model, extra, tmp_path, capsys):
     from pyro_deepgen import cli
     from pyro_deepgen.models import load_model

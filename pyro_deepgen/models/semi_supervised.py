@@ -15,6 +15,7 @@ sampled from ``q(y|x)``, which keeps, e.g., the IWAE estimate of
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Sequence
 
@@ -22,6 +23,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.infer import TraceEnum_ELBO
+from pyro.poutine.messenger import Messenger
 from torch import nn
 from torch.nn.functional import one_hot
 
@@ -56,26 +58,66 @@ def check_labels(y: torch.Tensor, y_dim: int, batch: int | None = None, who: str
         raise ValueError(f"{who} must be in [0, {y_dim}) (y_dim={y_dim}); got {bad}")
 
 
+class _SiteScale(Messenger):
+    """Multiplies the log density of the named sites by their factor, in
+    whichever program (model or guide) it wraps."""
+
+    def __init__(self, scales: dict[str, float]):
+        super().__init__()
+        self.scales = scales
+
+    def _process_message(self, msg: dict) -> None:
+        if msg["name"] in self.scales:
+            msg["scale"] = self.scales[msg["name"]] * msg["scale"]
+
+
 class EnumELBO(TraceEnum_ELBO):
-    """:class:`pyro.infer.TraceEnum_ELBO` with ``max_plate_nesting=1`` (the
+    r""":class:`pyro.infer.TraceEnum_ELBO` with ``max_plate_nesting=1`` (the
     pyro_deepgen convention), which trains :class:`M2` and :class:`M1M2` on
     labelled and unlabelled batches alike: it sums exactly over the guide's
     enumerated labels, and on a labelled batch (nothing to enumerate) it is
     the plain ELBO, without ``TraceEnum_ELBO``'s warning about that.
 
+    ``kl_weights`` maps latent sites to a factor :math:`\beta` on their KL term:
+    both ``log p`` and ``log q`` of such a site are multiplied by it, so the
+    bound's :math:`\mathrm{KL}(q(z|x, y)\,\|\,p(z))` becomes
+    :math:`\beta\,\mathrm{KL}` (Higgins et al., "beta-VAE: Learning Basic Visual
+    Concepts with a Constrained Variational Framework", ICLR 2017). On M2's
+    style latent (``{"z": beta}``, :attr:`M2.style_site`) with :math:`\beta > 1`
+    this makes the label, whose KL is at most :math:`\log K`, the cheaper
+    carrier of the class. The loss is then no longer a bound on
+    :math:`-\log p(x)`; evaluate with the model alone (e.g.
+    :func:`pyro_deepgen.evaluate.elbo`), which never sees these weights.
+
     Example:
         >>> m2 = M2(x_dim=4, y_dim=2, z_dim=1, hidden=(3,))
         >>> loss = EnumELBO().loss(m2.model, m2.guide, torch.ones(5, 4), torch.zeros(5, dtype=torch.long))
+        >>> loss = EnumELBO(kl_weights={"z": 3.0}).loss(m2.model, m2.guide, torch.ones(5, 4))
     """
 
-    def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1, **kwargs):
+    def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1,
+                 kl_weights: dict[str, float] | None = None, **kwargs):
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting,
                          vectorize_particles=kwargs.pop("vectorize_particles", True), **kwargs)
+        kl_weights = dict(kl_weights or {})
+        for site, w in kl_weights.items():
+            if not (isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0):
+                raise ValueError(f"the KL weight of site {site!r} must be a finite number >= 0; got {w!r}")
+        self.kl_weights = {k: float(w) for k, w in kl_weights.items() if w != 1}
 
     def _get_trace(self, model, guide, args, kwargs):
+        if self.kl_weights:
+            model, guide = _SiteScale(self.kl_weights)(model), _SiteScale(self.kl_weights)(guide)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="TraceEnum_ELBO found no sample sites")
-            return super()._get_trace(model, guide, args, kwargs)
+            trace_pair = super()._get_trace(model, guide, args, kwargs)
+        if self.kl_weights:
+            for trace in trace_pair:
+                missing = set(self.kl_weights) - set(trace.nodes)
+                if missing:
+                    raise ValueError(f"kl_weights names sites that the model and guide lack: "
+                                     f"{', '.join(sorted(missing))}")
+        return trace_pair
 
 
 class M2(nn.Module):
@@ -128,6 +170,9 @@ class M2(nn.Module):
         >>> m2.classify(x).shape
         torch.Size([8])
     """
+
+    #: the site of the continuous style latent, whose KL ``EnumELBO(kl_weights=...)`` may weight
+    style_site = "z"
 
     def __init__(
         self,
@@ -393,6 +438,9 @@ class M1M2(nn.Module):
         >>> m.classify(x).shape
         torch.Size([8])
     """
+
+    #: M2's style latent (M2's ``"z"``; here ``"z"`` is M1's latent, M2's data)
+    style_site = "z2"
 
     def __init__(
         self,
