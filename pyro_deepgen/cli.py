@@ -54,7 +54,8 @@ def _run_options(p: argparse.ArgumentParser, epochs: int) -> None:
     g.add_argument("--pretrained", default=None,
                    help="m1m2: reuse the first stage (M1) of the m1m2 run in this folder instead of "
                         "training one")
-    g.add_argument("--beta", type=float, default=1.0, help="factor on the latent sites' KL (m2, m1m2: on the style latent z only)")
+    g.add_argument("--beta", type=float, default=1.0,
+                   help="factor on the latent sites' KL (m2, m1m2: on the style latent z only)")
     g.add_argument("--kl-warmup", type=int, default=0,
                    help="steps over which the KL factor rises linearly from 0 to beta")
     g.add_argument("--free-bits", type=float, default=0.0,
