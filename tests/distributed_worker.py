@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from pyro_deepgen.distributed import rank, shutdown, world_size
-from pyro_deepgen.infer import make_objective
+from pyro_deepgen.infer import Objective, make_objective
 from pyro_deepgen.train import fit
 
 X_DIM, Z_DIM, ROWS, K = 12, 3, 32, 4
@@ -112,6 +112,8 @@ def equivalence(out: Path, batch_size: int = 8) -> dict:
     for name in OBJECTIVES:
         pyro.clear_param_store()
         loss: ELBO = make_objective(name.replace("-subsampled", ""))
+        if isinstance(loss, Objective):  # the guide writes the particle dim itself: no guessing
+            loss.max_plate_nesting = 1
         k = getattr(loss, "num_particles", 1)
         vae = TabledVAE(k, subsample=name.endswith("-subsampled"))
         if name == "nvil":  # its baseline network, made here rather than from the running random state

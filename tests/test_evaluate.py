@@ -72,8 +72,9 @@ def test_elbo_is_exact_when_the_guide_is_the_posterior():
 
 
 def test_chunks_combine_to_the_log_mean_exp_of_all_particles(monkeypatch):
+    import types
+
     import pyro_deepgen.evaluate.likelihood as lik
-    from pyro_deepgen.infer.weights import LogWeights
 
     table = torch.randn(64, 30, dtype=torch.float64) * 3
     used = []
@@ -81,11 +82,11 @@ def test_chunks_combine_to_the_log_mean_exp_of_all_particles(monkeypatch):
     def fake(model, guide, args, kwargs, k, max_plate_nesting, use_scale):
         start = sum(used)
         used.append(k)
-        part = table[start:start + k]
-        return LogWeights(part, torch.zeros_like(part), torch.zeros_like(part), 1.0, None, None)
+        return types.SimpleNamespace(log_w=table[start:start + k], require_per_datapoint=lambda what: None)
 
     monkeypatch.setattr(lik, "log_weights", fake)
-    est = lik.log_likelihood_batch(None, None, (torch.zeros(30, 1),), num_samples=64, max_rows=30 * 7)
+    est = lik.log_likelihood_batch(None, None, (torch.zeros(30, 1),), num_samples=64, max_rows=30 * 7,
+                                   max_plate_nesting=1)
     assert used == [7] * 9 + [1]
     torch.testing.assert_close(est, torch.logsumexp(table, 0) - math.log(64))
 
@@ -106,17 +107,22 @@ def test_user_written_model_in_ten_lines():
     torch.testing.assert_close(ll, dist.Normal(0.0, math.sqrt(2.0)).log_prob(x))
 
 
-def test_site_outside_data_plate_is_an_error():
+def test_site_outside_data_plate_makes_one_joint_unit_and_evaluation_refuses_it():
     def model(x):
         s = pyro.sample("s", dist.Normal(0.0, 1.0))
         with pyro.plate("data", x.shape[0], dim=-1):
-            pyro.sample("x", dist.Normal(s, 1.0), obs=x)
+            pyro.sample("x", dist.Normal(s.unsqueeze(-1), 1.0).to_event(1), obs=x)
 
     def guide(x):
         pyro.sample("s", dist.Normal(0.0, 1.0))
 
-    with pytest.raises(ValueError, match="site 's' is outside the 'data' plate"):
-        log_weights(model, guide, (torch.zeros(3),), {}, 2)
+    x = torch.zeros(3, 1)
+    w = log_weights(model, guide, (x,), {}, 2)
+    assert w.log_w.shape == (2, 1) and w.layout.frame is None  # the batch is one unit
+    assert w.global_sites() == ["s"]
+    with pytest.raises(ValueError, match=r"needs every sample site under the data plate 'data', "
+                                         r"but \['s'\] are outside it"):
+        log_likelihood(model, guide, TensorDataset(x), num_samples=4)
 
 
 def test_num_samples_must_be_positive():

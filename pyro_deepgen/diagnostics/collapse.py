@@ -23,7 +23,7 @@ def kl_per_unit(
     dataset: Dataset,
     num_samples: int = 10,
     batch_size: int = 500,
-    max_plate_nesting: int = 1,
+    max_plate_nesting: int | None = None,
     pass_labels: bool = False,
     device: torch.device | str | None = None,
 ) -> dict[str, torch.Tensor]:
@@ -44,14 +44,15 @@ def kl_per_unit(
     for batch in iterate_batches(dataset, batch_size):
         args = model_args(batch, pass_labels, device)
         w = log_weights(model, guide, args, {}, num_samples, max_plate_nesting, use_scale=False)
+        w.require_per_datapoint("kl_per_unit")
         for name, ms in w.model_trace.nodes.items():
             if ms["type"] != "sample" or ms["is_observed"]:
                 continue
             gs = w.guide_trace.nodes[name]
-            lp, lq = paired_units(w._reduce, ms, gs)
+            lp, lq = paired_units(w.layout, ms, gs)
             kl = unit_kl(gs["fn"], ms["fn"])
             if kl is not None and kl.shape[-1] == lp.shape[-1]:
-                kl = w._reduce._reduce(gs, kl, 1)
+                kl = w.layout.tensor(gs, kl, 1)
             else:
                 kl = lq - lp
             kl = kl.mean(0).sum(0).cpu()

@@ -42,7 +42,7 @@ from torch.distributions import biject_to
 from torch.utils.data import Dataset, TensorDataset
 
 from pyro_deepgen.evaluate.batches import iterate_batches, model_args
-from pyro_deepgen.infer.weights import PARTICLE_PLATE, _data_frame, _Reducer
+from pyro_deepgen.infer.weights import PARTICLE_PLATE, Layout, find_data_plate
 
 __all__ = ["AISEstimate", "BDMCResult", "annealing_schedule", "ais_log_likelihood", "bdmc"]
 
@@ -177,9 +177,23 @@ class _Path:
     state ``u`` of shape ``(chains, batch, dim)``."""
 
     def __init__(self, model: Callable, guide: Callable | None, args: tuple, num_chains: int,
-                 data_plate: str = "data"):
+                 data_plate: str | None = None):
         self.model, self.guide, self.args = model, guide, args
         self.plate = pyro.plate(PARTICLE_PLATE, num_chains, dim=-2)
+        with poutine.block():
+            plain = prune_subsample_sites(poutine.trace(model).get_trace(*args))
+        frame = find_data_plate(plain, data_plate)
+        if frame is None:
+            raise ValueError("AIS estimates log p(x) per datapoint and needs a vectorized data plate that "
+                             "every observed site sits in, e.g. `with pyro.plate('data', batch_size):`")
+        sites = [s for s in plain.nodes.values() if s["type"] == "sample"]
+        for s in sites:
+            plates = [f.name for f in s["cond_indep_stack"] if f.vectorized]
+            if plates != [frame.name] or frame.dim != -1:
+                raise ValueError(
+                    f"AIS chains move each datapoint's latents under one data plate at dim -1, but site "
+                    f"{s['name']!r} is in the plates {plates} (data plate {frame.name!r} at dim "
+                    f"{frame.dim}); global sites and nested plates are not supported by ais()")
         trace = prune_subsample_sites(poutine.trace(self.plate(model)).get_trace(*args))
         latents = [s for s in trace.nodes.values()
                    if s["type"] == "sample" and not s["is_observed"]]
@@ -190,9 +204,8 @@ class _Path:
                 raise ValueError(
                     f"AIS with HMC needs continuous latent sites; site {s['name']!r} is discrete "
                     f"({type(s['fn']).__name__}, support {s['fn'].support})")
-        frame = _data_frame(latents[0], data_plate)
         self.num_chains, self.batch = num_chains, frame.size
-        self.reduce = _Reducer(num_chains, frame.size, 1, frame.dim, 1.0, False, data_plate)
+        self.reduce = Layout(num_chains, 1, frame, frame.size, 1.0, use_scale=False).site
         self.names = [s["name"] for s in latents]
         u = self.unconstrain(trace.nodes)
         self.dtype, self.device = u[self.names[0]].dtype, u[self.names[0]].device
@@ -467,9 +480,10 @@ def ais_log_likelihood(
     weighted chains themselves measurably biases the estimate upward.) With
     ``adapt_step_size=False`` every transition uses ``step_size``.
 
-    Works for any model that follows the pyro_deepgen convention (per-datapoint
-    sites under ``pyro.plate("data", dim=-1)``, vectorizable over an outer plate)
-    with continuous latent sites; constrained latents move in unconstrained space.
+    Works for any model whose sample sites all sit under one data plate at
+    ``dim=-1`` (vectorizable over an outer plate) with continuous latent sites;
+    constrained latents move in unconstrained space. A model with global sites or
+    nested plates gets an error that names the site.
     Datapoints are processed ``batch_size`` at a time, with at most ``max_rows``
     chains x datapoints per pass.
 

@@ -21,7 +21,7 @@ import torch
 
 from pyro_deepgen.infer.compiled import (BACKENDS, NotStatic, StaticProgram, _Recorder, _signature,
                                          _tensors, trace_static)
-from pyro_deepgen.infer.weights import log_weights
+from pyro_deepgen.infer.weights import guess_max_plate_nesting, log_weights
 
 __all__ = ["CompiledChunks", "even_chunks"]
 
@@ -48,7 +48,7 @@ class CompiledChunks:
     :param backend: ``"inductor"`` or ``"fx"`` (see :class:`~pyro_deepgen.infer.Compiled`).
     """
 
-    def __init__(self, model: Callable, guide: Callable, max_plate_nesting: int = 1,
+    def __init__(self, model: Callable, guide: Callable, max_plate_nesting: int | None = None,
                  backend: str = "inductor"):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
@@ -63,7 +63,10 @@ class CompiledChunks:
 
     def _general(self, args: tuple, c: int) -> torch.Tensor:
         self.general_calls += 1
+        if self.max_plate_nesting is None:
+            self.max_plate_nesting = guess_max_plate_nesting(self.model, self.guide, args)
         w = log_weights(self.model, self.guide, args, {}, c, self.max_plate_nesting, use_scale=False)
+        w.require_per_datapoint("log_likelihood")
         return torch.logsumexp(w.log_w, dim=0)
 
     def _fallback(self, key: tuple, reason: str) -> None:

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from pyro_deepgen.evaluate.batches import iterate_batches, model_args
 from pyro_deepgen.evaluate.compiled import CompiledChunks, even_chunks
-from pyro_deepgen.infer.weights import log_weights
+from pyro_deepgen.infer.weights import guess_max_plate_nesting, log_weights
 
 __all__ = ["log_likelihood", "elbo", "log_likelihood_batch", "CPU_COMPILED_ROWS"]
 
@@ -28,13 +28,17 @@ def log_likelihood_batch(
     args: tuple,
     num_samples: int = 5000,
     max_rows: int = 65536,
-    max_plate_nesting: int = 1,
+    max_plate_nesting: int | None = None,
     compiled: CompiledChunks | None = None,
 ) -> torch.Tensor:
     r"""The IWAE-k estimate of :math:`\log p(x)` for each datapoint of one batch,
     :math:`\log \frac1k \sum_i p(x, z_i)/q(z_i|x)`, drawing the ``k`` particles
     in chunks of at most ``max_rows // batch`` so that memory stays bounded.
 
+    Every sample site must be under the data plate (global sites couple the
+    datapoints: a ``ValueError`` names them).
+
+    :param max_plate_nesting: the model's plates (default: guessed from a trace).
     :param compiled: a :class:`~pyro_deepgen.evaluate.compiled.CompiledChunks` for
         ``model`` and ``guide``: chunks of equal size run as its compiled program.
     """
@@ -46,10 +50,13 @@ def log_likelihood_batch(
             for c in even_chunks(num_samples, chunk):
                 parts.append(compiled(args, c))
         else:
+            if max_plate_nesting is None:
+                max_plate_nesting = guess_max_plate_nesting(model, guide, args)
             done = 0
             while done < num_samples:
                 c = min(chunk, num_samples - done)
                 w = log_weights(model, guide, args, {}, c, max_plate_nesting, use_scale=False)
+                w.require_per_datapoint("log_likelihood")
                 parts.append(torch.logsumexp(w.log_w, dim=0))
                 done += c
     return torch.logsumexp(torch.stack(parts), dim=0) - math.log(num_samples)
@@ -70,15 +77,16 @@ def log_likelihood(
     max_rows: int = 65536,
     pass_labels: bool = False,
     device: torch.device | str | None = None,
-    max_plate_nesting: int = 1,
+    max_plate_nesting: int | None = None,
     compiled: bool | str = False,
     compiled_rows: int | None = None,
 ) -> torch.Tensor:
     r"""One IWAE-``num_samples`` estimate of :math:`\log p(x)` per datapoint
     (Burda et al. 2016, arXiv:1509.00519), as a tensor of shape ``(len(dataset),)``.
 
-    Works for any model/guide pair whose per-datapoint sites are under
-    ``pyro.plate("data", dim=-1)``. Particles are drawn in chunks of at most
+    Works for any model/guide pair whose sample sites are all under a data plate
+    (:mod:`pyro_deepgen.infer.weights`); a model with global sites gets an error
+    that names them. Particles are drawn in chunks of at most
     ``max_rows`` (particles x datapoints) rows, which bounds memory.
 
     ``compiled``: ``True`` (or a backend name, ``"inductor"`` or ``"fx"``) runs the
@@ -115,16 +123,18 @@ def elbo(
     batch_size: int = 500,
     pass_labels: bool = False,
     device: torch.device | str | None = None,
-    max_plate_nesting: int = 1,
+    max_plate_nesting: int | None = None,
 ) -> torch.Tensor:
     r"""A per-datapoint estimate of the ELBO, :math:`\mathbb{E}_q[\log p(x,z) - \log q(z|x)]`,
-    averaged over ``num_samples`` draws; shape ``(len(dataset),)``."""
+    averaged over ``num_samples`` draws; shape ``(len(dataset),)``. Every sample site
+    must be under the data plate."""
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1; got {num_samples}")
 
     def one(a: tuple) -> torch.Tensor:
         with pyro.validation_enabled(False):
             w = log_weights(model, guide, a, {}, num_samples, max_plate_nesting, use_scale=False)
+        w.require_per_datapoint("elbo")
         return w.log_w.mean(0)
 
     return _per_datapoint(one, dataset, batch_size, pass_labels, device)

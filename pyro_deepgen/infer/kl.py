@@ -18,7 +18,6 @@ modified objective's gradient.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -27,7 +26,7 @@ from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions import kl_divergence
 
 from pyro_deepgen.infer.path import path_log_prob
-from pyro_deepgen.infer.weights import LogWeights, factorized, flatten_units
+from pyro_deepgen.infer.weights import Layout, LogWeights, factorized, flatten_units
 
 __all__ = ["KLSchedule", "SHAPES", "paired_units", "unit_kl", "with_kl"]
 
@@ -95,22 +94,29 @@ class KLSchedule:
         """
         if self.is_identity and not analytic:
             return w
+        if len(w.pieces) > 1:
+            raise ValueError("a KL schedule needs the particles in one vectorized plate; this model's "
+                             "particles run one at a time (vectorize_particles=False, or its "
+                             "vectorized run failed)")
         c = self.factor(step)
-        reduce = w._reduce
+        layout = w.layout
         removed = torch.zeros(())  # subtracted from log w
         constant = 0.0
         factors: list[tuple[dict, torch.Tensor, torch.Tensor]] = []  # guide site, c_j, log q_j
         for name, ms in w.model_trace.nodes.items():
-            if ms["type"] != "sample" or ms["is_observed"]:
+            if ms["type"] != "sample" or ms["is_observed"] or name not in w.guide_trace.nodes:
                 continue
             gs = w.guide_trace.nodes[name]
-            lp, lq = paired_units(reduce, ms, gs)
-            diff = lp - lq  # log p(z_j) - log q(z_j|x), (k, batch, units)
+            if self.free_bits > 0 and name in w.global_sites():
+                raise ValueError(f"free bits hold each datapoint's KL per unit above a threshold, but the "
+                                 f"latent site {name!r} is outside the data plate; use warm-up or beta")
+            lp, lq = paired_units(layout, ms, gs)
+            diff = lp - lq  # log p(z_j) - log q(z_j|x), (k, units, latent units)
             target = diff
             if analytic:
                 kl = unit_kl(gs["fn"], ms["fn"])
                 if kl is not None and kl.shape[-1] == lp.shape[-1]:
-                    target = -reduce._reduce(gs, kl, 1)
+                    target = -layout.tensor(gs, kl, 1)
             coef = torch.full(diff.shape[-1:], c, device=diff.device, dtype=diff.dtype)
             if self.free_bits > 0:
                 below = (-target.detach()).mean((0, 1)) < self.free_bits
@@ -126,22 +132,22 @@ class KLSchedule:
                 raise ValueError("path-derivative gradients (STL, DReG) need Monte Carlo KL terms")
             total = torch.zeros(())
             for gs, coef, lq in factors:
-                lq_path = reduce.units(gs, log_prob=path_log_prob)
+                lq_path = layout.site_units(gs, log_prob=path_log_prob)
                 if lq_path.shape[-1] != lq.shape[-1]:  # paired_units took the site as one unit
                     lq_path = lq_path.sum(-1, keepdim=True)
                 total = total + ((1 - coef) * (lq_path - lq)).sum(-1)
             return total
 
         uniform = all(bool((coef == c).all()) for _, coef, _ in factors)
-        return dataclasses.replace(w, log_p=w.log_p - shift, path_adjust=path_adjust,
-                                   kl_factor=c if uniform else None)
+        return w.replace(log_p=w.log_p - shift, path_adjust=path_adjust,
+                         kl_factor=c if uniform else None, signal_shift=-shift.detach())
 
 
-def paired_units(reduce, model_site: dict, guide_site: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """``log p`` and ``log q`` of a latent site per unit, ``(k, batch, units)``
-    each; one unit for the whole site when the two do not factorize alike
+def paired_units(layout: Layout, model_site: dict, guide_site: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log p`` and ``log q`` of a latent site per latent unit, ``(k, units, latent
+    units)`` each; one unit for the whole site when the two do not factorize alike
     (e.g. a flow guide against a factorized prior)."""
-    lp, lq = reduce.units(model_site), reduce.units(guide_site)
+    lp, lq = layout.site_units(model_site), layout.site_units(guide_site)
     if lp.shape[-1] != lq.shape[-1]:
         lp, lq = lp.sum(-1, keepdim=True), lq.sum(-1, keepdim=True)
     return lp, lq
@@ -177,12 +183,12 @@ def with_kl(objective: ELBO, schedule: KLSchedule | None) -> ELBO:
         return objective
     analytic = False
     if isinstance(objective, TraceMeanField_ELBO):
-        objective, analytic = IWAE(num_particles=1, max_plate_nesting=_nesting(objective)), True
+        objective, analytic = IWAE(num_particles=1, max_plate_nesting=objective.max_plate_nesting), True
     elif type(objective) is Trace_ELBO:
         if objective.num_particles > 1:  # Trace_ELBO averages its particles' ELBOs
             raise ValueError("a KL schedule with Trace_ELBO(num_particles > 1) is not supported; "
                              "use Trace_ELBO() or pyro_deepgen.infer.STL(num_particles)")
-        objective = IWAE(num_particles=1, max_plate_nesting=_nesting(objective))
+        objective = IWAE(num_particles=1, max_plate_nesting=objective.max_plate_nesting)
     if not isinstance(objective, Objective):
         raise ValueError(f"a KL schedule needs one of pyro_deepgen.infer's objectives, Trace_ELBO or "
                          f"TraceMeanField_ELBO; got {type(objective).__name__}")
@@ -192,8 +198,3 @@ def with_kl(objective: ELBO, schedule: KLSchedule | None) -> ELBO:
     objective.kl = schedule
     objective.kl_analytic = analytic
     return objective
-
-
-def _nesting(objective: ELBO) -> int:
-    n = objective.max_plate_nesting
-    return 1 if n == float("inf") else int(n)

@@ -21,8 +21,10 @@ from pyro.distributions import constraints
 from pyro.ops.integrator import velocity_verlet
 from pyro.poutine.util import site_is_subsample
 
+from pyro_deepgen.infer.weights import PARTICLE_PLATE
+
 __all__ = ["log_joint", "grad_log_prob", "leapfrog", "hmc", "check_counts", "check_step_size",
-           "check_hmc_options"]
+           "check_hmc_options", "check_vector_site"]
 
 
 def _continuous(site: dict) -> None:
@@ -37,6 +39,19 @@ def _continuous(site: dict) -> None:
         raise ValueError(
             f"Hamiltonian dynamics run on an unconstrained latent site, but {site['name']!r} "
             f"has support {site['fn'].support}; reparameterize it onto the real line")
+
+
+def check_vector_site(site: dict, owner: str) -> None:
+    """A clear error unless ``site`` holds one vector per datapoint (one event dim,
+    under a single vectorized plate at dim -1, besides a particle plate), which is
+    what ``owner``'s batched HMC moves."""
+    frames = [f for f in site["cond_indep_stack"] if f.vectorized and f.name != PARTICLE_PLATE]
+    if site["fn"].event_dim != 1 or len(frames) != 1 or frames[0].dim != -1:
+        raise ValueError(
+            f"{owner} moves the latent site {site['name']!r} by HMC, one vector per datapoint: it needs "
+            "a site with one event dim (e.g. Normal(...).to_event(1)) under one data plate at dim -1; "
+            f"this site has event shape {tuple(site['fn'].event_shape)} in the plates "
+            f"{[(f.name, f.dim) for f in frames]}. Train this model with IWAE, STL or Reinforce")
 
 
 def log_joint(model: Callable, args: tuple = (), kwargs: dict | None = None,

@@ -8,15 +8,17 @@ from typing import Any, Callable
 
 import torch
 from pyro import poutine
+from pyro.poutine.util import prune_subsample_sites
 
-from pyro_deepgen.infer.leapfrog import check_hmc_options, hmc, log_joint
+from pyro_deepgen.infer.leapfrog import check_hmc_options, check_vector_site, hmc, log_joint
 from pyro_deepgen.infer.objective import Objective, Terms
+from pyro_deepgen.infer.weights import find_data_plate, unit_inputs
 
 __all__ = ["MCEM"]
 
 
 def _row_keys(x: torch.Tensor) -> list[int]:
-    """A stable 64-bit key per datapoint (the same across processes, for resuming)."""
+    """A stable 64-bit key per row of ``x`` (the same across processes, for resuming)."""
     rows = x.detach().reshape(x.shape[0], -1).cpu().contiguous().numpy()
     return [int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8).digest(), "little", signed=True)
             for r in rows]
@@ -28,7 +30,8 @@ class MCEM(Objective):
     chains' states (Dempster, Laird & Rubin 1977; Wei & Tanner 1990; the baseline of Kingma &
     Welling, "Auto-Encoding Variational Bayes", 2014, arXiv:1312.6114).
 
-    Each datapoint keeps a persistent chain, keyed by its content, that starts from
+    Each datapoint keeps a persistent chain, keyed by its content (its values of
+    the model's observed sites in the data plate), that starts from
     the prior and makes ``num_steps`` HMC transitions (Pyro's
     :func:`~pyro.ops.integrator.velocity_verlet`, one accept/reject per datapoint)
     each time the datapoint is in a batch. The step size adapts toward
@@ -44,7 +47,11 @@ class MCEM(Objective):
     :param target_accept: the acceptance rate the step size adapts toward
         (Kingma & Welling used 0.9).
     :param train_guide: train the guide by the ELBO, for a bound.
-    :param site: the model's latent site.
+    :param site: the model's latent site: continuous, unconstrained, the only
+        latent, of shape ``(batch, dim)`` under the data plate (other models get an
+        error that names the site).
+    :param options: Pyro's ``ELBO`` options and ``data_plate`` (see
+        :class:`~pyro_deepgen.infer.Objective`).
 
     Example:
         >>> import pyro
@@ -55,11 +62,13 @@ class MCEM(Objective):
         >>> loss = svi.step(torch.bernoulli(torch.full((8, 64), 0.5)))
     """
 
+    joint = False
+
     def __init__(self, num_steps: int = 10, num_leapfrog: int = 10, step_size: float = 0.05,
                  target_accept: float = 0.9, train_guide: bool = True, site: str = "z",
-                 max_plate_nesting: int = 1):
+                 **options: Any):
         check_hmc_options("MCEM", num_steps, num_leapfrog, step_size, target_accept)
-        super().__init__(1, max_plate_nesting)
+        super().__init__(1, **options)
         self.num_steps, self.num_leapfrog, self.site = num_steps, num_leapfrog, site
         self.step_size, self.target_accept, self.train_guide = float(step_size), target_accept, train_guide
         self.needs_reparam = train_guide
@@ -84,12 +93,21 @@ class MCEM(Objective):
         total, count = reduce_sum([self.step_size, 1.0])  # the chains merge at epoch ends, by row
         self.step_size = total / count
 
-    def _start(self, model: Callable, args: tuple, kwargs: dict, keys: list[int]) -> torch.Tensor:
-        """The chains' states for this batch: stored ones, prior draws for new datapoints."""
+    def _start(self, model: Callable, args: tuple, kwargs: dict) -> tuple[torch.Tensor, list[int]]:
+        """The chains' states for this batch (stored ones, prior draws for new
+        datapoints) and the datapoints' keys."""
         with poutine.block(hide_types=["sample"]):  # params stay visible to SVI
-            prior = poutine.trace(model).get_trace(*args, **kwargs)
+            prior = prune_subsample_sites(poutine.trace(model).get_trace(*args, **kwargs))
         if self.site not in prior.nodes:
-            raise ValueError(f"the model has no sample site {self.site!r}")
+            raise ValueError(f"MCEM samples the latent site site={self.site!r}, which the model lacks; "
+                             "pass site='<name>'")
+        check_vector_site(prior.nodes[self.site], "MCEM")
+        frame = find_data_plate(prior, self.data_plate)
+        if frame is None:
+            raise ValueError("MCEM keeps one chain per datapoint, keyed by its data, and needs a "
+                             "vectorized data plate that every observed site sits in, e.g. "
+                             "`with pyro.plate('data', batch_size):` (or data_plate='name')")
+        keys = _row_keys(unit_inputs(prior, frame))
         z = prior.nodes[self.site]["value"].detach()
         if z.dim() != 2 or z.shape[0] != len(keys):
             raise ValueError(f"MCEM needs the latent site {self.site!r} of shape (batch, dim) under "
@@ -98,12 +116,11 @@ class MCEM(Objective):
             stored = self.chains.get(k)
             if stored is not None:
                 z[i] = stored.to(z.device)
-        return z
+        return z, keys
 
     def _terms(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> Terms:
-        x = args[0]
         if self.train_guide:
-            w = self._weights(model, guide, args, kwargs)
+            w = self._weights(model, guide, args, kwargs, vectorize=True)
             elbo = w.log_w.mean(0).sum() * w.scale
         else:
             w = None
@@ -111,12 +128,11 @@ class MCEM(Objective):
         if not torch.is_grad_enabled():
             if w is not None:
                 return Terms(bound=elbo, surrogate=elbo, weights=w)
-            keys = _row_keys(x)
-            lp = log_p(self._start(model, args, kwargs, keys)).sum()
+            lp = log_p(self._start(model, args, kwargs)[0]).sum()
             return Terms(bound=lp, surrogate=lp)
-        keys = _row_keys(x)
-        z, eps, accept = hmc(self._start(model, args, kwargs, keys), log_p, self.step_size,
-                             self.num_steps, self.num_leapfrog, self.target_accept)
+        z, keys = self._start(model, args, kwargs)
+        z, eps, accept = hmc(z, log_p, self.step_size, self.num_steps, self.num_leapfrog,
+                             self.target_accept)
         self.step_size = float(eps.log().mean().exp())
         self.accept_prob = float(accept.mean())
         for k, zi in zip(keys, z.detach().cpu()):

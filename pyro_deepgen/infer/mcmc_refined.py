@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import torch
 
-from pyro_deepgen.infer.leapfrog import check_hmc_options, hmc, log_joint
+from pyro_deepgen.infer.leapfrog import check_hmc_options, check_vector_site, hmc, log_joint
 from pyro_deepgen.infer.objective import Objective, Terms
 
 __all__ = ["MCMCRefinedELBO"]
@@ -25,13 +25,16 @@ class MCMCRefinedELBO(Objective):
     The chains use Pyro's :func:`~pyro.ops.integrator.velocity_verlet` (no gradient
     flows through them); the step size adapts toward ``target_accept`` across
     steps and is kept in :meth:`get_state`. The reported loss is the negative ELBO.
-    The latent site must be reparameterized, continuous and the model's only latent.
+    The latent site must be reparameterized, continuous, unconstrained and the
+    model's only latent; other models get an error that names the site.
 
     :param num_steps: HMC transitions per training step.
     :param num_leapfrog: leapfrog steps per transition.
     :param step_size: the initial step size.
     :param target_accept: the acceptance rate the step size adapts toward.
     :param site: the latent site.
+    :param options: Pyro's ``ELBO`` options and ``data_plate`` (see
+        :class:`~pyro_deepgen.infer.Objective`).
 
     Example:
         >>> import pyro
@@ -43,12 +46,13 @@ class MCMCRefinedELBO(Objective):
     """
 
     needs_reparam = True
+    joint = False
 
     def __init__(self, num_steps: int = 5, num_leapfrog: int = 5, step_size: float = 0.1,
                  target_accept: float = 0.8, num_particles: int = 1, site: str = "z",
-                 max_plate_nesting: int = 1):
+                 **options: Any):
         check_hmc_options(type(self).__name__, num_steps, num_leapfrog, step_size, target_accept)
-        super().__init__(num_particles, max_plate_nesting)
+        super().__init__(num_particles, **options)
         self.num_steps, self.num_leapfrog, self.site = num_steps, num_leapfrog, site
         self.step_size, self.target_accept = float(step_size), target_accept
         #: the mean acceptance probability of the last step's chains
@@ -66,9 +70,11 @@ class MCMCRefinedELBO(Objective):
         self.step_size = state.get("step_size", self.step_size)
 
     def _terms(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> Terms:
-        w = self._weights(model, guide, args, kwargs)
+        w = self._weights(model, guide, args, kwargs, vectorize=True)
         if self.site not in w.guide_trace.nodes:
-            raise ValueError(f"the guide has no latent site {self.site!r}")
+            raise ValueError(f"{type(self).__name__} refines the latent site site={self.site!r}, which the "
+                             "guide lacks; pass site='<name>'")
+        check_vector_site(w.guide_trace.nodes[self.site], type(self).__name__)
         elbo = w.log_w.mean(0)
         bound = elbo.sum() * w.scale
         if not torch.is_grad_enabled():
@@ -79,5 +85,5 @@ class MCMCRefinedELBO(Objective):
                              self.target_accept)
         self.step_size = float(eps.log().mean().exp())
         self.accept_prob = float(accept.mean())
-        model_sur = log_p(z).mean(0).sum() * w.scale
+        model_sur = log_p(z).reshape(w.num_particles, -1).mean(0).sum() * w.scale
         return Terms(bound=bound, model_surrogate=model_sur, guide_surrogate=bound, weights=w)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
+import torch
 from torch import nn
 
 from pyro_deepgen.infer.reinforce import Reinforce
@@ -18,8 +21,16 @@ class NVIL(Reinforce):
     Mnih & Gregor, "Neural Variational Inference and Learning in Belief
     Networks", 2014, arXiv:1402.0030.
 
+    Works with any valid Pyro model, as :class:`~pyro_deepgen.infer.Reinforce`
+    does; ``b(x)`` reads each datapoint's observed values (or ``baseline_input``).
+
     :param decay: decay of the running mean and variance (the paper uses 0.8).
     :param baseline_net: ``b(x)``; default one hidden layer of ``hidden`` units.
+    :param baseline_input: ``fn(*args, **kwargs)`` giving ``b``'s input, one row per
+        datapoint (default: the model trace's observed values, or a constant when
+        there are none).
+    :param options: Pyro's ``ELBO`` options and ``data_plate`` (see
+        :class:`~pyro_deepgen.infer.Objective`).
 
     Example:
         >>> import pyro
@@ -36,7 +47,7 @@ class NVIL(Reinforce):
 
     def __init__(self, num_particles: int = 1, decay: float = 0.8, baseline_net: nn.Module | None = None,
                  hidden: int = 100, normalize: bool = True, name: str | None = None,
-                 max_plate_nesting: int = 1):
+                 baseline_input: Callable[..., torch.Tensor] | None = None, **options: Any):
         super().__init__(num_particles, baseline="nn", decay=decay, baseline_net=baseline_net,
-                         hidden=hidden, name=name, max_plate_nesting=max_plate_nesting)
+                         hidden=hidden, name=name, baseline_input=baseline_input, **options)
         self.normalize = normalize

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from pyro_deepgen.infer.objective import Objective, Terms
 
@@ -20,10 +20,14 @@ class STL(Objective):
 
     Pyro's ``Trace_ELBO`` keeps that term for reparameterized sites. Here it is
     removed by :meth:`~pyro_deepgen.infer.weights.LogWeights.log_w_path`,
-    which works for any guide distribution, flows included. Every guide site
-    must be reparameterized.
+    which works for any guide distribution, flows included, and for any valid
+    Pyro model (global sites and factors included; the guide's factors and
+    observed sites keep their whole gradient). Every latent guide site must be
+    reparameterized.
 
-    :param num_particles: particles per datapoint (averaged).
+    :param num_particles: particles (averaged).
+    :param options: Pyro's ``ELBO`` options and ``data_plate`` (see
+        :class:`~pyro_deepgen.infer.Objective`).
 
     Example:
         >>> import pyro
@@ -35,9 +39,10 @@ class STL(Objective):
     """
 
     needs_reparam = True
+    joint = False
 
-    def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1):
-        super().__init__(num_particles, max_plate_nesting)
+    def __init__(self, num_particles: int = 1, **options: Any):
+        super().__init__(num_particles, **options)
 
     def _terms(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> Terms:
         w = self._weights(model, guide, args, kwargs)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -14,19 +14,26 @@ __all__ = ["VIMCO"]
 
 
 class VIMCO(Objective):
-    r"""The IWAE bound with VIMCO's leave-one-out control variates for the
-    score-function term of non-reparameterized guide sites:
+    r"""The IWAE bound (per datapoint, or jointly over the batch when the model
+    has global sites: see :class:`~pyro_deepgen.infer.IWAE`) with VIMCO's
+    leave-one-out control variates for the score-function term of
+    non-reparameterized guide sites, per unit :math:`u`:
 
-    .. math:: \nabla_\phi \mathcal{L}_k \approx \sum_j \big(\mathcal{L}_k -
-              \mathcal{L}_k^{(-j)}\big) \nabla_\phi \log q(z_j|x) + \sum_j \tilde w_j \nabla_\phi \log w_j,
+    .. math:: \nabla_\phi \mathcal{L}_k \approx s \sum_u \Big[\sum_j \big(\mathcal{L}_{k,u} -
+              \mathcal{L}_{k,u}^{(-j)}\big) \nabla_\phi \log q(z_{ju}) + \sum_j \tilde w_{ju}
+              \nabla_\phi \log w_{ju}\Big],
 
-    where :math:`\mathcal{L}_k^{(-j)}` replaces :math:`\log w_j` by the mean of the
-    other particles' log weights. Reparameterized sites keep the pathwise gradient.
+    where :math:`\mathcal{L}_{k,u}^{(-j)}` replaces :math:`\log w_{ju}` by the mean of the
+    other particles' log weights and :math:`q` is the unscaled density (so that the
+    subsampling scale ``s`` and any ``poutine.scale`` count once). Reparameterized
+    sites keep the pathwise gradient.
 
     Mnih & Rezende, "Variational Inference for Monte Carlo Objectives", 2016,
     arXiv:1602.06725.
 
     :param num_particles: k >= 2.
+    :param options: Pyro's ``ELBO`` options and ``data_plate`` (see
+        :class:`~pyro_deepgen.infer.Objective`).
 
     Example:
         >>> import pyro
@@ -39,12 +46,12 @@ class VIMCO(Objective):
 
     min_particles = 2
 
-    def __init__(self, num_particles: int = 5, max_plate_nesting: int = 1):
-        super().__init__(num_particles, max_plate_nesting)
+    def __init__(self, num_particles: int = 5, **options: Any):
+        super().__init__(num_particles, **options)
 
     @staticmethod
     def leave_one_out(log_w: torch.Tensor) -> torch.Tensor:
-        """:math:`\\mathcal{L}^{(-j)}` for each particle ``j``, shape ``(k, batch)``."""
+        """:math:`\\mathcal{L}^{(-j)}` for each particle ``j``, shape ``(k, units)``."""
         k = log_w.shape[0]
         others_mean = (log_w.sum(0, keepdim=True) - log_w) / (k - 1)  # (k, B)
         eye = torch.eye(k, dtype=torch.bool, device=log_w.device).unsqueeze(-1)  # (j, i, 1)
@@ -56,8 +63,8 @@ class VIMCO(Objective):
         log_w = w.log_w
         bound = log_mean_exp(log_w)
         surrogate = bound
-        if w.log_q_score.requires_grad:
+        if w.score.requires_grad:
             lw = log_w.detach()
-            signal = log_mean_exp(lw).unsqueeze(0) - self.leave_one_out(lw)  # (k, B)
-            surrogate = bound + (signal * (w.log_q_score - w.log_q_score.detach())).sum(0)
+            signal = log_mean_exp(lw).unsqueeze(0) - self.leave_one_out(lw)  # (k, units)
+            surrogate = bound + (signal * (w.score - w.score.detach())).sum(0)
         return Terms(bound=bound.sum() * w.scale, surrogate=surrogate.sum() * w.scale, weights=w)
