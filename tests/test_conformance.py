@@ -420,20 +420,24 @@ def test_score_term_is_scaled_once(c, subsample, name):
         assert abs(mean - c * exact) > 6 * se
 
 
-def _mixed_case(c: float):
-    """s ~ Bernoulli, z | s ~ Normal, x | z ~ Normal: a discrete and a reparameterized site."""
+def _mixed_case(c: float, subsample: bool = False):
+    """s ~ Bernoulli, z | s ~ Normal, x | z ~ Normal: a discrete and a reparameterized site;
+    ``subsample``: the data plate seen half at a time (scale 2)."""
     from pyro_models import Case
     x = torch.tensor([0.8, -1.3, 0.1]).repeat(100)
+    size = len(x) // 2 if subsample else None
 
     def model(x):
-        with poutine.scale(scale=c), pyro.plate("data", len(x)):
+        with poutine.scale(scale=c), pyro.plate("data", len(x), subsample_size=size) as i:
+            x = x[i]
             s = pyro.sample("s", dist.Bernoulli(0.5))
             z = pyro.sample("z", dist.Normal(2.0 * s - 1.0, 1.0))
             pyro.sample("x", dist.Normal(z, 0.5), obs=x)
 
     def guide(x):
         a, m = pyro.param("a", torch.tensor(0.7)), pyro.param("m", torch.tensor(0.4))
-        with poutine.scale(scale=c), pyro.plate("data", len(x)):
+        with poutine.scale(scale=c), pyro.plate("data", len(x), subsample_size=size) as i:
+            x = x[i]
             s = pyro.sample("s", dist.Bernoulli(logits=a * x))
             pyro.sample("z", dist.Normal(m * x + 0.3 * (2.0 * s - 1.0), 0.6))
     return Case("mixed", model, guide, (x,))
@@ -459,10 +463,11 @@ def _exact_mixed(case, c: float) -> dict[str, torch.Tensor]:
     return {"a": ga, "m": gm}
 
 
-@pytest.mark.parametrize("c", [0.5, 2.0])
+@pytest.mark.parametrize("c, subsample", [(0.5, False), (2.0, False), (1.0, True)],
+                         ids=["scale-0.5", "scale-2", "subsample"])
 @pytest.mark.parametrize("name", ["reinforce-none", "nvil", "iwae-1"])
-def test_score_term_is_scaled_once_on_a_mixed_model(c, name):
-    case = _mixed_case(c)
+def test_score_term_is_scaled_once_on_a_mixed_model(c, subsample, name):
+    case = _mixed_case(c, subsample)
     exact = _exact_mixed(case, c)
     make = ESTIMATORS[name][0]
     pyro.set_rng_seed(4)
@@ -490,12 +495,14 @@ def _factor_pair(prior_mean: float = 2.0):
 
 
 @pytest.mark.parametrize("make", [lambda: IWAE(1), lambda: STL(), lambda: Reinforce(),
-                                  lambda: NVIL(), lambda: RWS(2, phi="wake")],
-                         ids=["iwae-1", "stl", "reinforce", "nvil", "rws-wake"])
+                                  lambda: NVIL(), lambda: IWAE(2), lambda: VIMCO(2),
+                                  lambda: RWS(2, phi="wake")],
+                         ids=["iwae-1", "stl", "reinforce", "nvil", "iwae-2", "vimco-2", "rws-wake"])
 def test_guide_factor_counts_in_loss_and_gradient(make):
     """The factor c * z is part of log q, in value and gradient: the loss's gradient for c,
-    which only the factor uses, is sum_b z_b at k=1 (Trace_ELBO's), and RWS's wake update
-    raises log q at the weighted particles: -sum_i w_i z_i."""
+    which only the factor uses, is sum_b z_b at k=1 (Trace_ELBO's), sum_i w_i z_i for the
+    importance-weighted bounds, and RWS's wake update raises log q at the weighted particles:
+    -sum_i w_i z_i."""
     model, guide, x = _factor_pair()
     objective = make()
     k = objective.num_particles
