@@ -13,7 +13,7 @@
     # 3. CVAE quadrant completion against the NN regressor
     python benchmarks/semi_supervised.py cvae --max-time 600 --out runs/cvae
 
-Data: ``--data-root`` (default ``../shared/data``), static binarized MNIST.
+Data: ``--data-root`` (default ``$PYRO_DEEPGEN_DATA``, else ``../shared/data``), static binarized MNIST.
 
 ``table``: the protocol of :mod:`pyro_deepgen.data.labels` (unlabelled: the 50000
 training images; labels drawn balanced with each seed from a fixed 5000-image half
@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -66,7 +67,7 @@ from pyro_deepgen.models import (CVAE, DLGM, NNRegressor, SupervisedClassifier, 
                                  conditional_nll, load_model, merge_quadrants, quadrant_dataset)
 from pyro_deepgen.train import fit
 
-DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data")
+DATA = os.environ.get("PYRO_DEEPGEN_DATA") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 def _mean_std(values: list[float]) -> str:

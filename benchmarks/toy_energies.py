@@ -10,7 +10,8 @@ init), ``results.md`` (the table), ``flows/*.pt`` (each fitted flow's state)
 and ``densities_<flow>.png`` (rows: energies; columns: the target, then each
 K; the flows as histograms of their samples).
 The energies carry Gaussian walls outside [-4, 4]^2 (``pyro_deepgen.data.toy``),
-so that U2-U4 are normalizable and ELBO <= log Z. The flows start at the
+so that U2-U4 are normalizable and ELBO <= log Z; the fits are
+``pyro_deepgen.guides.fit_energy``'s. The flows start at the
 identity (``--init identity``, ``pyro_deepgen.guides.flows.init_identity_``);
 ``--init pyro`` keeps Pyro's random initialisation.
 """
@@ -30,7 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from pyro_deepgen.data import toy  # noqa: E402
-from pyro_deepgen.guides import Flow  # noqa: E402
+from pyro_deepgen.guides import Flow, fit_energy  # noqa: E402
 
 
 def _key(name: str, flow: str, k: int) -> str:
@@ -104,9 +105,9 @@ def main() -> None:
                 key = _key(name, flow, k)
                 if key in done and (out / "flows" / f"{key}.pt").exists():
                     continue
-                fit = toy.fit_energy(name, flow, k, steps=args.steps, lr=args.lr,
-                                     num_particles=args.particles, anneal_steps=args.anneal_steps,
-                                     num_samples=args.samples, seed=args.seed, init=args.init)
+                fit = fit_energy(name, flow, k, steps=args.steps, lr=args.lr,
+                                 num_particles=args.particles, anneal_steps=args.anneal_steps,
+                                 num_samples=args.samples, seed=args.seed, init=args.init)
                 torch.save(fit.module.state_dict(), out / "flows" / f"{key}.pt")
                 rows = [r for r in rows if _key(r["energy"], r["flow"], r["num_flows"]) != key]
                 rows.append({**fit.as_dict(), "lr": args.lr, "num_particles": args.particles})

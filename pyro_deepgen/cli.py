@@ -3,99 +3,70 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 __all__ = ["main", "build_parser"]
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(t) for t in text.split(",") if t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+def _parser_of(annotation: str) -> Any:
+    """The argparse type of a RunConfig field from its annotation (``int | None`` -> int)."""
+    base = annotation.replace(" | None", "")
+    return {"int": int, "float": float, "str": str}[base]
 
 
 def _run_options(p: argparse.ArgumentParser, epochs: int) -> None:
-    from pyro_deepgen.distributed import BACKENDS
-    from pyro_deepgen.experiment import BINARIZE, COMPILE
+    """One flag per :class:`~pyro_deepgen.runs.RunConfig` field and per run option of the
+    registered models (:data:`~pyro_deepgen.models.RUN_OPTIONS`), with their help and choices."""
+    from pyro_deepgen.models import MODELS, RUN_OPTIONS
+    from pyro_deepgen.runs import RunConfig
 
     g = p.add_argument_group("run")
-    g.add_argument("--dataset", default="digits", help="digits | binarized_mnist | mnist | frey")
-    g.add_argument("--model", default="vae",
-                   help="vae | sbn | categorical-vae | nice | realnvp | dlgm | m2 | m1 | m1m2")
-    g.add_argument("--z-dim", type=int, default=50,
-                   help="latent size (sbn: its one layer of Bernoulli latents; "
-                        "categorical-vae: the number of 10-class one-hot variables)")
-    g.add_argument("--hidden", type=_ints, default=(200, 200), help="e.g. 200,200")
-    g.add_argument("--activation", default="tanh")
-    g.add_argument("--likelihood", default="bernoulli", help="bernoulli | gaussian")
-    g.add_argument("--flow", default=None,
-                   help="flow guide: planar | radial | sylvester | iaf | coupling | householder "
-                        "(vae; default: the diagonal Gaussian guide)")
-    g.add_argument("--num-flows", type=int, default=4, help="transforms in the flow guide")
-    g.add_argument("--hvi", type=int, default=0,
-                   help="Hamiltonian transitions refining the guide (vae; Salimans et al. 2015)")
-    g.add_argument("--hvi-leapfrog", type=int, default=5, help="leapfrog steps per transition")
-    g.add_argument("--z-dims", type=_ints, default=None,
-                   help="stochastic layer sizes, next to x first (dlgm: default 100,50; "
-                        "m1m2: M1's latent,M2's latent, default 50,50)")
-    g.add_argument("--labels", type=int, default=None,
-                   help="semi-supervised models (m2, m1, m1m2): number of labels, drawn balanced "
-                        "across classes with --seed; the test error is reported every epoch")
-    g.add_argument("--labelled-batch-size", type=int, default=None,
-                   help="labelled rows in each batch besides --batch-size unlabelled ones "
-                        "(default: min(batch size, labels))")
-    g.add_argument("--alpha", type=float, default=50.0,
-                   help="weight of the classification term per labelled row (m2, m1m2)")
-    g.add_argument("--pretrained", default=None,
-                   help="m1m2: reuse the first stage (M1) of the m1m2 run in this folder instead of "
-                        "training one")
-    g.add_argument("--beta", type=float, default=1.0,
-                   help="factor on the latent sites' KL (m2, m1m2: on the style latent z only)")
-    g.add_argument("--kl-warmup", type=int, default=0,
-                   help="steps over which the KL factor rises linearly from 0 to beta")
-    g.add_argument("--free-bits", type=float, default=0.0,
-                   help="nats per latent unit below which a unit's KL is held constant")
-    g.add_argument("--binarize", default="auto", choices=BINARIZE)
-    g.add_argument("--epochs", type=int, default=epochs)
-    g.add_argument("--batch-size", type=int, default=128)
-    g.add_argument("--lr", type=float, default=1e-3)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    g.add_argument("--backend", default="auto", choices=BACKENDS,
-                   help="under torchrun: the process group's backend (auto: nccl on cuda, gloo on cpu)")
-    g.add_argument("--compile", default="none", choices=COMPILE,
-                   help="run the objective as a compiled static program (inductor: torch.compile; "
-                        "models that are not static run the general path, with a log line)")
-    g.add_argument("--check-sync-every", type=int, default=None,
-                   help="under torchrun, debugging: check every N steps that the processes hold "
-                        "identical parameters")
-    g.add_argument("--max-time", type=float, default=None, help="training budget per run, seconds")
-    g.add_argument("--patience", type=int, default=None, help="early stopping on the valid split")
-    g.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
-    g.add_argument("--data-root", default=None, help="overrides $PYRO_DEEPGEN_DATA")
-    g.add_argument("--download", action="store_true", help="fetch missing data files")
+    for f in dataclasses.fields(RunConfig):
+        meta = f.metadata
+        if not meta.get("flag", True):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = epochs if f.name == "epochs" else f.default
+        if f.type == "bool":
+            g.add_argument(flag, action="store_true", help=meta["help"])
+        else:
+            g.add_argument(flag, type=_parser_of(f.type), default=default, choices=meta.get("choices"),
+                           help=meta["help"])
+    g = p.add_argument_group("model options (each for the models that take it)")
+    for name, option in RUN_OPTIONS.items():
+        takers = ", ".join(m for m, spec in MODELS.items() if name in spec.options)
+        g.add_argument("--" + name.replace("_", "-"), type=option.type, default=option.default,
+                       help=f"{option.help} [{takers or 'models registered later'}]")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _config(args: argparse.Namespace, objective: str):
-    from pyro_deepgen.experiment import RunConfig
+    from pyro_deepgen.models import RUN_OPTIONS
+    from pyro_deepgen.runs import RunConfig
 
-    return RunConfig(
-        dataset=args.dataset, model=args.model, objective=objective, z_dim=args.z_dim,
-        hidden=args.hidden, activation=args.activation, likelihood=args.likelihood,
-        flow=args.flow, num_flows=args.num_flows, hvi=args.hvi, hvi_leapfrog=args.hvi_leapfrog,
-        beta=args.beta, kl_warmup=args.kl_warmup, free_bits=args.free_bits,
-        z_dims=args.z_dims, labels=args.labels, labelled_batch_size=args.labelled_batch_size,
-        alpha=args.alpha, pretrained=args.pretrained, binarize=args.binarize, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr,
-        seed=args.seed, device=args.device, max_time=args.max_time, patience=args.patience,
-        checkpoint_every=args.checkpoint_every, data_root=args.data_root, download=args.download,
-        backend=args.backend, check_sync_every=args.check_sync_every, compile=args.compile)
+    names = [f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("flag", True)]
+    return RunConfig(objective=objective, **{n: getattr(args, n) for n in names},
+                     **{n: getattr(args, n) for n in RUN_OPTIONS})
+
+
+def _import_user_model(argv: Sequence[str] | None) -> None:
+    """Imports the module of ``--model package.module:factory`` before the flags are
+    made, so that the run options it registers become flags too."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--model", default="")
+    known, _ = pre.parse_known_args(argv)
+    if ":" in known.model:
+        from pyro_deepgen.models import resolve_model
+
+        try:
+            resolve_model(known.model)
+        except ValueError:
+            pass  # reported by RunConfig with the other checks
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only N datapoints, a fixed random subset of the split")
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0)
-    from pyro_deepgen.experiment import COMPILE, EVALUATION_METHODS
+    from pyro_deepgen.runs import COMPILE, EVALUATION_METHODS
 
     p.add_argument("--compile", default=None, choices=COMPILE,
                    help="IWAE chunks as a compiled static program (default: the run's --compile)")
@@ -152,10 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs ``pyro-deepgen``; returns the exit code (2 with a message on bad input)."""
+    _import_user_model(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from pyro_deepgen import distributed, experiment
+    from pyro_deepgen import distributed, runs as experiment
 
     try:
         if args.command != "train" and distributed.launched_world_size() > 1:

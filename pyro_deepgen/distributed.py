@@ -27,10 +27,11 @@ from typing import Any, Callable, Iterable
 import pyro
 import torch
 import torch.distributed as dist
-from pyro import poutine
 
-__all__ = ["BACKENDS", "LostProcessError", "init_distributed", "launched_world_size",
-           "local_device", "rank", "shutdown", "world_size"]
+from pyro_deepgen.infer.objective import Stateful
+
+__all__ = ["BACKENDS", "DataParallel", "LostProcessError", "Strategy", "init_distributed",
+           "launched_world_size", "local_device", "make_strategy", "rank", "shutdown", "world_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -145,21 +146,90 @@ def _unflat(flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
     return out
 
 
-class DataParallel:  # fit's, not exported
-    """The collective operations of one data-parallel :func:`~pyro_deepgen.train.fit`.
+class Strategy:
+    """How the processes of one :func:`~pyro_deepgen.train.fit` work together. This
+    base class is one process alone (every method does nothing, or is the
+    identity); :class:`DataParallel` is the data-parallel one. ``fit`` and the
+    training steps call these methods and never branch on the number of processes.
 
-    Every method is a collective: all processes call it at the same point.
-    Failures of another process surface as :class:`LostProcessError`.
+    :param check_sync_every: (debugging) compare checksums of the parameters across
+        processes every this many steps.
     """
 
-    def __init__(self, device: torch.device, checkpoint: str | None = None):
+    world, rank = 1, 0
+
+    def __init__(self, check_sync_every: int | None = None):
+        if check_sync_every is not None and check_sync_every < 1:
+            raise ValueError(f"check_sync_every must be >= 1; got {check_sync_every}")
+        self.check_sync_every = check_sync_every
+        #: the step being computed, for messages
+        self.step = 0
+
+    @property
+    def is_writer(self) -> bool:
+        """Whether this process writes files and shows progress (rank 0)."""
+        return self.rank == 0
+
+    def reduction_for(self, model_trace) -> str:
+        """How the processes' losses and gradients combine for this model (see
+        :class:`DataParallel`); ``"sum"`` in one process."""
+        return "sum"
+
+    def broadcast_params(self) -> None:
+        """Gives every process rank 0's parameters."""
+
+    def reduce_gradients(self, params: Iterable[torch.Tensor]) -> None:
+        """Combines the gradients of ``params`` over the processes, before the optimizer step."""
+
+    def combine(self, metrics: dict[str, float], stop: bool) -> tuple[dict[str, float], bool]:
+        """A step's figures over all processes (``"loss"`` as the gradients combine,
+        the rest summed), and whether any process voted to stop."""
+        return metrics, stop
+
+    def sync_state(self, objective: Stateful) -> None:
+        """Makes ``objective``'s running state the same on every process."""
+        objective.sync_state(lambda values: list(values))
+
+    def merge_rows(self, objective: Stateful) -> None:
+        """Gives every process every row's per-datapoint state of ``objective``."""
+        objective.merge_rows(lambda keys, values: (keys, values))
+
+    def broadcast_float(self, value: float | None) -> float:
+        """Rank 0's ``value`` on every process."""
+        return float(value)
+
+    def gather_rng(self) -> list[torch.Tensor]:
+        """Every process's CPU random state (empty for one process, whose state is saved whole)."""
+        return []
+
+    def install_signal_handler(self) -> Callable[[], None]:
+        """Handles the launcher's signals; returns the undo."""
+        return lambda: None
+
+    def shutdown(self) -> None:
+        """Leaves the process group (see :func:`shutdown`)."""
+
+
+class DataParallel(Strategy):
+    """Data-parallel training: every method is a collective (all processes call
+    it at the same point); failures of another process surface as
+    :class:`LostProcessError`.
+
+    A batch's loss is a sum over its rows, so the one-process gradient of a batch is
+    the *sum* of the processes' gradients on their shards; a model whose data plate
+    is subsampled scales its loss to the whole data set on each process, and its
+    gradients and losses are averaged instead (:meth:`reduction_for`).
+    """
+
+    def __init__(self, device: torch.device, checkpoint: str | None = None,
+                 check_sync_every: int | None = None):
+        super().__init__(check_sync_every)
         self.world, self.rank = world_size(), rank()
         self.device = device
         self.where = f" The last checkpoint ({checkpoint}) is intact: run the same command to resume." \
             if checkpoint else ""
         self.reduce = "sum"
         self._known: set[str] = set()
-        self.step = 0
 
     # -- failures ---------------------------------------------------------
     def _collective(self, fn: Callable[[], Any]) -> Any:
@@ -188,6 +258,9 @@ class DataParallel:  # fit's, not exported
         except ValueError:  # not the main thread
             return lambda: None
         return lambda: signal.signal(signal.SIGTERM, previous)
+
+    def shutdown(self) -> None:
+        shutdown()
 
     # -- parameters -------------------------------------------------------
     @staticmethod
@@ -223,51 +296,49 @@ class DataParallel:  # fit's, not exported
             for p, v in zip(params, _unflat(flat, values)):
                 p.copy_(v)
 
-    def after_step(self, value: float, rows: int, stop: bool,
-                   params: Iterable[torch.Tensor]) -> tuple[float, int, bool]:
-        """After a process's ``loss_and_grads`` and before the optimizer step:
-        checks that every process traced the same parameters, gives parameters
-        created during the step rank 0's value, and combines the gradients
-        (:meth:`all_reduce_grads`). Returns the combined loss, the rows seen by
-        all processes and whether any process voted to stop (its time budget)."""
+    def reduce_gradients(self, params: Iterable[torch.Tensor]) -> None:
+        """Checks that every process traced the same parameters, gives parameters
+        created during the step rank 0's value, and replaces each gradient by its
+        combination over processes (sum or mean, see :meth:`reduction_for`). The
+        gradients and the check travel in one all-reduce (the check's numbers are
+        kept below 2**20, exact in float32 for up to 16 processes)."""
         store = pyro.get_param_store()
         params = sorted(((store.param_name(p) or "", p) for p in params), key=lambda t: t[0])
-        names = [n for n, _ in params]
         new = [n for n in store.keys() if n not in self._known]
-        mine = [value, float(rows), float(stop), *self._structure(names), float(len(new))]
-        total = self.sum_floats(*mine)
-        self._verify(mine[3:], total[3:], "parameters")
+        count, key = self._structure([n for n, _ in params])
+        mine = [count, key % (2 ** 20), float(len(new))]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for _, p in params]
+        dtype = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
+        flat = torch.cat([_flat(grads).to(self.device, dtype), torch.tensor(mine, dtype=dtype, device=self.device)])
+        self._collective(lambda: dist.all_reduce(flat))
+        flat, check = flat[:-len(mine)], flat[-len(mine):]
+        self._verify(mine, check.tolist(), "parameters")
         if new:
             self._broadcast([store.get_param(n).unconstrained() for n in sorted(new)])
             self._known.update(new)
-        self.all_reduce_grads([p for _, p in params])
-        value = total[0] / self.world if self.reduce == "mean" else total[0]
-        return value, int(total[1]), total[2] > 0
-
-    def all_reduce_grads(self, params: Iterable[torch.Tensor]) -> None:
-        """Replaces each parameter's gradient by the combination over processes
-        (sum or mean, see :meth:`reduction_for`), in one flat all-reduce."""
-        params = list(params)
-        if not params:
-            return
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = _flat(grads)
-        self._collective(lambda: dist.all_reduce(flat))
         if self.reduce == "mean":
             flat /= self.world
-        for p, g in zip(params, _unflat(flat, grads)):
-            p.grad = g  # views of one buffer
+        for (_, p), g in zip(params, _unflat(flat, grads)):
+            p.grad = g.to(p.dtype)  # views of one buffer (where the dtypes agree)
 
     def reduction_for(self, model_trace) -> str:
-        """``"mean"`` when the model's ``"data"`` plate is subsampled (its loss
-        is scaled to the whole data set on each process), else ``"sum"``;
-        from a trace of the model."""
-        self.reduce = "sum"
-        for site in model_trace.nodes.values():
-            for frame in site.get("cond_indep_stack", ()):
-                if frame.name == "data" and frame.full_size not in (None, frame.size):
-                    self.reduce = "mean"
+        """``"mean"`` when the model's data plate is subsampled (its loss is scaled
+        to the whole data set on each process), else ``"sum"``; from a trace of the model."""
+        from pyro_deepgen.infer.weights import find_data_plate
+
+        frame = find_data_plate(model_trace)
+        self.reduce = "mean" if frame is not None and frame.full_size not in (None, frame.size) else "sum"
         return self.reduce
+
+    def combine(self, metrics: dict[str, float], stop: bool) -> tuple[dict[str, float], bool]:
+        keys = list(metrics)
+        total = self.sum_floats(*(metrics[k] for k in keys), float(stop))
+        out = dict(zip(keys, total))
+        if self.reduce == "mean" and "loss" in out:
+            out["loss"] /= self.world
+        if self.check_sync_every and self.step % self.check_sync_every == 0:
+            self.check_in_sync()
+        return out, total[-1] > 0
 
     def sum_floats(self, *values: float) -> list[float]:
         """Sums of a few numbers over processes (loss, rows seen, stop votes)."""
@@ -294,40 +365,32 @@ class DataParallel:  # fit's, not exported
                                f"{self.step} (checksums {lo.tolist()} .. {hi.tolist()})")
 
     # -- objective state and random state ----------------------------------
-    def sync_state(self, loss: Any) -> None:
-        """Lets the objective make its running state (baselines, step sizes)
-        the same on every process, by its ``sync_state(reduce_sum)``."""
-        sync = getattr(loss, "sync_state", None)
-        if sync is not None:
-            sync(lambda values: self.sum_floats(*values))
+    def sync_state(self, objective: Stateful) -> None:
+        objective.sync_state(lambda values: self.sum_floats(*values))
 
-    def merge_chains(self, loss: Any) -> None:
-        """Per-datapoint state (MCEM's chains, keyed by row): every process gets
-        the union, so that a row finds its chain whichever process reads it next."""
-        chains = getattr(loss, "chains", None)
-        if not isinstance(chains, dict):
-            return
-        keys = torch.tensor(list(chains), dtype=torch.int64)
-        width = next(iter(chains.values())).numel() if chains else 0
-        sizes = torch.tensor([len(keys), width], dtype=torch.int64, device=self.device)
+    def merge_rows(self, objective: Stateful) -> None:
+        objective.merge_rows(self._exchange)
+
+    def _exchange(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every process's rows (``keys (n,)``, ``values (n, w)``), concatenated in rank order."""
+        sizes = torch.tensor([len(keys), values.shape[-1] if values.dim() == 2 else 0],
+                             dtype=torch.int64, device=self.device)
         all_sizes = [torch.zeros_like(sizes) for _ in range(self.world)]
         self._collective(lambda: dist.all_gather(all_sizes, sizes))
         n_max = max(int(s[0]) for s in all_sizes)
         width = max(int(s[1]) for s in all_sizes)
-        if n_max == 0:
-            return
         k = torch.full((n_max,), -1, dtype=torch.int64)
         v = torch.zeros(n_max, width)
+        k[:len(keys)] = keys
         if len(keys):
-            k[:len(keys)] = keys
-            v[:len(keys)] = torch.stack([chains[int(i)].reshape(-1).float() for i in keys])
+            v[:len(keys)] = values.float()
         k, v = k.to(self.device), v.to(self.device)
         ks, vs = [torch.zeros_like(k) for _ in range(self.world)], [torch.zeros_like(v) for _ in range(self.world)]
         self._collective(lambda: dist.all_gather(ks, k))
         self._collective(lambda: dist.all_gather(vs, v))
-        for kr, vr, s in zip(ks, vs, all_sizes):
-            for key, value in zip(kr[:int(s[0])].tolist(), vr[:int(s[0])].cpu()):
-                chains[key] = value.clone()
+        n = [int(s[0]) for s in all_sizes]
+        return (torch.cat([kr[:m].cpu() for kr, m in zip(ks, n)]),
+                torch.cat([vr[:m].cpu() for vr, m in zip(vs, n)]))
 
     def gather_rng(self) -> list[torch.Tensor]:
         """Every process's CPU random state (for a checkpoint that resumes each)."""
@@ -335,6 +398,15 @@ class DataParallel:  # fit's, not exported
         out = [torch.zeros_like(state) for _ in range(self.world)]
         self._collective(lambda: dist.all_gather(out, state))
         return [s.cpu() for s in out]
+
+
+def make_strategy(world: int, device: torch.device, checkpoint: str | None = None,
+                  check_sync_every: int | None = None) -> Strategy:
+    """The strategy for ``world`` processes (see :func:`init_distributed`):
+    :class:`DataParallel` for several, else :class:`Strategy`."""
+    if world > 1:
+        return DataParallel(device, checkpoint, check_sync_every)
+    return Strategy(check_sync_every)
 
 
 def hash_name(name: str) -> int:

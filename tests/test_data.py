@@ -27,8 +27,9 @@ from pyro_deepgen.data import (
     read_idx,
 )
 
-# Real data sets, read-only, next to the repository; tests must fail (not skip) without them.
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The real data sets (read-only) come from the `shared_data` fixture of conftest.py:
+# $PYRO_DEEPGEN_DATA, else ../shared/data next to the repository. Tests that need them fail,
+# never skip, without them.
 
 
 # ---------------------------------------------------------------- helpers: crafted files
@@ -87,8 +88,8 @@ def test_registry_and_image_shape():
 
 
 @pytest.mark.parametrize("split,n", [("train", 50000), ("valid", 10000), ("test", 10000)])
-def test_binarized_mnist(split, n):
-    ds = load_dataset("binarized_mnist", split, root=DATA)
+def test_binarized_mnist(split, n, shared_data):
+    ds = load_dataset("binarized_mnist", split, root=shared_data)
     x = ds.tensors[0]
     assert x.shape == (n, 784) and x.dtype == torch.float32
     assert torch.all((x == 0) | (x == 1)) and x.min() == 0 and x.max() == 1
@@ -101,27 +102,27 @@ def test_binarized_mnist(split, n):
     assert torch.all(y[1:] >= y[:-1])  # this copy's test split is sorted by label
 
 
-def test_mnist_test():
-    x, y = load_dataset("mnist", "test", root=DATA).tensors
+def test_mnist_test(shared_data):
+    x, y = load_dataset("mnist", "test", root=shared_data).tensors
     assert x.shape == (10000, 784) and x.dtype == torch.float32
     assert y.shape == (10000,) and y.dtype == torch.int64
     assert x.min() == 0 and x.max() == 1
     assert torch.allclose(x * 255, torch.round(x * 255), atol=1e-4)  # 256 grey levels
     assert set(y.tolist()) == set(range(10))
-    assert read_idx(DATA / "mnist" / "train-labels-idx1-ubyte.gz").shape == (60000,)
+    assert read_idx(shared_data / "mnist" / "train-labels-idx1-ubyte.gz").shape == (60000,)
 
 
-def test_mnist_train_images_absent_offline():
+def test_mnist_train_images_absent_offline(shared_data):
     with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte.gz.*download=True"):
-        load_dataset("mnist", "train", root=DATA)
+        load_dataset("mnist", "train", root=shared_data)
 
 
 @pytest.mark.parametrize("name,total,dim", [("digits", 1797, 64), ("frey", 1965, 560)])
-def test_fixed_splits_partition_and_deterministic(name, total, dim):
+def test_fixed_splits_partition_and_deterministic(name, total, dim, shared_data):
     info = DATASETS[name]
-    parts = [load_dataset(name, s, root=DATA) for s in info.splits]
+    parts = [load_dataset(name, s, root=shared_data) for s in info.splits]
     assert [len(p) for p in parts] == list(info.sizes) and sum(info.sizes) == total
-    again = load_dataset(name, "valid", root=DATA, seed=123)
+    again = load_dataset(name, "valid", root=shared_data, seed=123)
     assert all(torch.equal(a, b) for a, b in zip(again.tensors, parts[1].tensors))
     xs = torch.cat([p.tensors[0] for p in parts]).numpy()
     assert xs.shape == (total, dim) and xs.dtype == np.float32
@@ -138,7 +139,7 @@ def test_fixed_splits_partition_and_deterministic(name, total, dim):
         levels = np.round(xs * 255)
         assert np.allclose(xs * 255, levels, atol=1e-3)
         assert levels.min() == 8 and levels.max() == 238
-        full = read_frey(DATA / "freyfaces" / "frey_rawface.mat")
+        full = read_frey(shared_data / "freyfaces" / "frey_rawface.mat")
         assert full.shape == (1965, 560)
         assert as_row_multiset(levels.astype(np.uint8)) == as_row_multiset(full)
 
@@ -304,6 +305,19 @@ def test_root_resolution(tmp_path, monkeypatch):
     assert len(load_dataset("binarized_mnist", "valid", root=str(tmp_path / "arg"))) == 3
 
 
+def test_tests_read_the_data_root_that_readme_names(tmp_path, monkeypatch):
+    from conftest import REPO, data_root, require_data_root
+
+    monkeypatch.delenv("PYRO_DEEPGEN_DATA", raising=False)
+    assert data_root() == REPO.parent / "shared" / "data"
+    monkeypatch.setenv("PYRO_DEEPGEN_DATA", str(tmp_path))
+    assert data_root() == tmp_path == default_root()
+    assert require_data_root() == tmp_path
+    monkeypatch.setenv("PYRO_DEEPGEN_DATA", str(tmp_path / "missing"))
+    with pytest.raises(pytest.fail.Exception, match=r"missing is not a folder.*Set PYRO_DEEPGEN_DATA"):
+        require_data_root()
+
+
 # ---------------------------------------------------------------- download
 
 
@@ -346,25 +360,25 @@ def test_download_all_mirrors_fail(tmp_path, monkeypatch):
     assert os.listdir(tmp_path / "root" / "mnist") == []
 
 
-def test_recorded_checksums_match_shared_copies():
+def test_recorded_checksums_match_shared_copies(shared_data):
     # The binarized-MNIST originals are uncompressed: their SHA-256 is of the gunzipped bytes.
     for split in ("train", "valid", "test"):
-        data = gzip.decompress((DATA / "binarized_mnist" / f"binarized_mnist_{split}.amat.gz")
+        data = gzip.decompress((shared_data / "binarized_mnist" / f"binarized_mnist_{split}.amat.gz")
                                .read_bytes())
         assert len(data) == 1568 * (50000 if split == "train" else 10000)
         algo, digest = dl.CHECKSUMS[f"binarized_mnist_{split}.amat"]
         assert hashlib.new(algo, data).hexdigest() == digest
     algo, digest = dl.CHECKSUMS["frey_rawface.mat"]
-    frey = (DATA / "freyfaces" / "frey_rawface.mat").read_bytes()
+    frey = (shared_data / "freyfaces" / "frey_rawface.mat").read_bytes()
     assert hashlib.new(algo, frey).hexdigest() == digest
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
                  "train-labels-idx1-ubyte.gz"):
         algo, digest = dl.CHECKSUMS[name]
-        assert hashlib.new(algo, (DATA / "mnist" / name).read_bytes()).hexdigest() == digest
+        assert hashlib.new(algo, (shared_data / "mnist" / name).read_bytes()).hexdigest() == digest
 
 
-def test_download_real_mnist_md5(tmp_path, monkeypatch):
-    monkeypatch.setitem(dl.MIRRORS, "mnist", ((DATA / "mnist").as_uri(),))
+def test_download_real_mnist_md5(tmp_path, monkeypatch, shared_data):
+    monkeypatch.setitem(dl.MIRRORS, "mnist", ((shared_data / "mnist").as_uri(),))
     x, y = load_dataset("mnist", "test", root=tmp_path, download=True).tensors
     assert x.shape == (10000, 784) and y.shape == (10000,)
     assert sorted(os.listdir(tmp_path / "mnist")) == [
@@ -392,11 +406,11 @@ def test_dynamic_binarization():
     assert torch.all(a[g == 0] == 0) and torch.all(a[g == 1] == 1)
 
 
-def test_static_binarization():
-    a = load_dataset("frey", "test", root=DATA, binarize="static", seed=3).tensors[0]
-    b = load_dataset("frey", "test", root=DATA, binarize="static", seed=3).tensors[0]
-    c = load_dataset("frey", "test", root=DATA, binarize="static", seed=4).tensors[0]
+def test_static_binarization(shared_data):
+    a = load_dataset("frey", "test", root=shared_data, binarize="static", seed=3).tensors[0]
+    b = load_dataset("frey", "test", root=shared_data, binarize="static", seed=3).tensors[0]
+    c = load_dataset("frey", "test", root=shared_data, binarize="static", seed=4).tensors[0]
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert set(a.unique().tolist()) == {0.0, 1.0}
-    ds = load_dataset("frey", "test", root=DATA, binarize="static", seed=3)
+    ds = load_dataset("frey", "test", root=shared_data, binarize="static", seed=3)
     assert torch.equal(ds[:10][0], ds[:10][0])

@@ -12,9 +12,9 @@ from pyro.infer import SVI, Trace_ELBO
 
 from linear_gaussian import LinearGaussian
 from pyro_deepgen.guides import HamiltonianGuide
-from pyro_deepgen.infer import (IWAE, MCEM, STL, MCMCRefinedELBO, grad_log_prob, hmc, leapfrog,
-                                log_joint, log_weights)
+from pyro_deepgen.infer import IWAE, MCEM, STL, MCMCRefinedELBO, log_joint, log_weights
 from pyro_deepgen.infer.mcem import _row_keys
+from pyro_deepgen.mcmc import grad_log_prob, hmc, leapfrog
 from pyro_deepgen.models import VAE
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from linear_gaussian import LinearGaussian
-from pyro_deepgen.infer import mcmc_posterior
+from pyro_deepgen.mcmc import mcmc_posterior
 
 with warnings.catch_warnings():  # arviz announces its refactor on import
     warnings.simplefilter("ignore", FutureWarning)

@@ -1,4 +1,5 @@
-"""The 2-D test energies of Rezende & Mohamed (2015): formulas, log Z, and fitting."""
+"""The 2-D test energies of Rezende & Mohamed (2015): formulas, log Z (pyro_deepgen.data.toy),
+and fitting flows to them (pyro_deepgen.guides.energy_fit)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from pyro_deepgen.data import toy
+from pyro_deepgen.guides import fit_energy
 
 
 def _naive(name: str, z: torch.Tensor) -> torch.Tensor:
@@ -85,7 +87,7 @@ def test_log_normalizer_agrees_with_importance_sampling(name):
 @pytest.mark.parametrize("flow", ["planar", "radial", "iaf"])
 def test_fit_energy_runs_and_is_a_lower_bound(flow):
     before = dict(pyro.get_param_store().items())
-    fit = toy.fit_energy("U1", flow, num_flows=2, steps=60, num_particles=64, num_samples=20_000)
+    fit = fit_energy("U1", flow, num_flows=2, steps=60, num_particles=64, num_samples=20_000)
     assert len(fit.losses) == 60 and all(math.isfinite(v) for v in fit.losses)
     assert fit.log_z == pytest.approx(toy.log_normalizer("U1"))
     assert fit.elbo <= fit.log_z + 4 * fit.elbo_stderr
@@ -96,8 +98,8 @@ def test_fit_energy_runs_and_is_a_lower_bound(flow):
 
 
 def test_fit_energy_improves_the_elbo():
-    short = toy.fit_energy("U2", "planar", num_flows=4, steps=5, num_samples=20_000)
-    longer = toy.fit_energy("U2", "planar", num_flows=4, steps=300, num_samples=20_000)
+    short = fit_energy("U2", "planar", num_flows=4, steps=5, num_samples=20_000)
+    longer = fit_energy("U2", "planar", num_flows=4, steps=300, num_samples=20_000)
     assert longer.elbo > short.elbo + 0.5
     assert longer.gap > -4 * longer.elbo_stderr
 
@@ -105,8 +107,8 @@ def test_fit_energy_improves_the_elbo():
 def test_fit_energy_trains_a_deep_planar_flow():
     """32 planar layers from the identity: 400 short steps reach within 0.6 nats of log Z
     on U2 (from Pyro's random initialisation the same fit ends 3.3 nats below, seed 0)."""
-    fit = toy.fit_energy("U2", "planar", num_flows=32, steps=400, num_particles=32,
-                         num_samples=20_000)
+    fit = fit_energy("U2", "planar", num_flows=32, steps=400, num_particles=32,
+                     num_samples=20_000)
     assert fit.as_dict()["init"] == "identity"
     assert -4 * fit.elbo_stderr < fit.gap < 0.6, fit.gap
 
@@ -129,6 +131,16 @@ def test_density_grid():
     assert s.density.shape == (40, 40) and 0.9 < s.density.sum() * (8 / 40) ** 2 <= 1 + 1e-9
 
 
+def test_density_grid_of_a_fit():
+    """A fit is drawn from its flow: the same picture as the fitted module's, draw for draw."""
+    fit = fit_energy("U1", "planar", num_flows=2, steps=5, num_samples=1000)
+    pyro.set_rng_seed(1)
+    a = toy.density_grid(fit, resolution=30, num_samples=5000)
+    pyro.set_rng_seed(1)
+    b = toy.density_grid(fit.module, resolution=30, num_samples=5000)
+    assert (a.density == b.density).all() and a.density.sum() > 0
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="unknown energy 'U5'; valid: U1, U2, U3, U4"):
         toy.energy("U5", torch.zeros(2))
@@ -137,6 +149,6 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r"energy expects z of shape \(\.\.\., 2\); got \(4, 3\)"):
         toy.energy("U1", torch.zeros(4, 3))
     with pytest.raises(ValueError, match="fit_energy needs a wall > 0"):
-        toy.fit_energy("U2", wall=None, steps=1)
+        fit_energy("U2", wall=None, steps=1)
     with pytest.raises(ValueError, match="unknown flow 'nice'"):
-        toy.fit_energy("U2", "nice", steps=1)
+        fit_energy("U2", "nice", steps=1)

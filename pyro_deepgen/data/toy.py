@@ -8,8 +8,9 @@ arXiv:1505.05770. Each defines an unnormalized density :math:`\exp(-U(z))` on
 **Normalizability.** ``U1`` is a proper density on the plane, but ``U2``-``U4``
 do not depend on :math:`z_1` except through the periodic :math:`w_1` (and the
 bounded :math:`w_2, w_3`), so :math:`\int \exp(-U) = \infty`; the paper shows
-them on the square :math:`[-4, 4]^2`. Fitting and :func:`log_normalizer` therefore
-use the *walled* energy
+them on the square :math:`[-4, 4]^2`. :func:`log_normalizer`, :func:`energy_model`
+(and so the fits of :func:`pyro_deepgen.guides.fit_energy`) therefore use the
+*walled* energy
 
 .. math:: U_W(z) = U(z) + \sum_{i=1}^2 \tfrac12\big(\max(|z_i| - b, 0)/s\big)^2,
 
@@ -18,13 +19,15 @@ inside the square, with Gaussian walls outside it. It is proper for all four,
 changes ``U1``'s :math:`\log Z` by less than :math:`10^{-6}`, and makes the
 reverse KL well defined, so that ELBO :math:`\le \log Z` holds. ``wall=None``
 gives the raw energy restricted to the square (the hard box).
+
+This module holds the targets only (it is data, and imports nothing above
+:mod:`pyro_deepgen.data`); fitting a flow to them is
+:func:`pyro_deepgen.guides.fit_energy`.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -38,11 +41,10 @@ __all__ = [
     "ENERGIES",
     "WALL",
     "DensityGrid",
-    "EnergyFit",
     "density_grid",
     "energy",
     "energy_model",
-    "fit_energy",
+    "energy_name",
     "log_normalizer",
     "walled_energy",
 ]
@@ -52,7 +54,13 @@ BOUND = 4.0
 WALL = 0.4
 
 
-def _name(name: str | int) -> str:
+def energy_name(name: str | int) -> str:
+    """The canonical name (``"U1"``-``"U4"``) of energy ``name`` (a name in any case, or 1-4).
+
+    Example:
+        >>> energy_name("u3"), energy_name(2)
+        ('U3', 'U2')
+    """
     key = f"U{name}" if isinstance(name, int) and not isinstance(name, bool) else str(name).upper()
     if key not in ENERGIES:
         raise ValueError(f"unknown energy {name!r}; valid: {', '.join(ENERGIES)} (or 1-4)")
@@ -72,7 +80,7 @@ def energy(name: str | int, z: torch.Tensor) -> torch.Tensor:
         >>> energy("U2", torch.zeros(3, 2))
         tensor([0., 0., 0.])
     """
-    key = _name(name)
+    key = energy_name(name)
     if z.shape[-1:] != (2,):
         raise ValueError(f"energy expects z of shape (..., 2); got {tuple(z.shape)}")
     z1, z2 = z[..., 0], z[..., 1]
@@ -155,118 +163,6 @@ def energy_model(name: str | int, beta: float = 1.0, bound: float = BOUND,
     pyro.factor("U", -beta * walled_energy(name, z, bound, wall))
 
 
-@dataclass
-class EnergyFit:
-    """The result of :func:`fit_energy`: the final ELBO (mean and standard
-    error over ``num_samples`` draws), :math:`\\log Z`, and the fitted flow."""
-
-    name: str
-    flow: str
-    num_flows: int
-    init: str
-    steps: int
-    elbo: float
-    elbo_stderr: float
-    log_z: float
-    num_samples: int
-    seconds: float
-    losses: list[float] = field(repr=False)
-    module: Any = field(repr=False)
-
-    @property
-    def gap(self) -> float:
-        """``log Z - ELBO = KL(q || p)`` (estimated), in nats."""
-        return self.log_z - self.elbo
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"energy": self.name, "flow": self.flow, "num_flows": self.num_flows,
-                "init": self.init, "steps": self.steps, "elbo": self.elbo, "elbo_stderr": self.elbo_stderr,
-                "log_z": self.log_z, "gap": self.gap, "num_samples": self.num_samples,
-                "seconds": self.seconds}
-
-
-@torch.no_grad()
-def _elbo(q: dist.TorchDistribution, name: str, num_samples: int, bound: float,
-          wall: float | None, chunk: int = 50_000) -> tuple[float, float]:
-    ws = []
-    for n in [chunk] * (num_samples // chunk) + [num_samples % chunk]:
-        if n:
-            z = q.sample((n,))
-            ws.append(-walled_energy(name, z, bound, wall).double() - q.log_prob(z).double())
-    w = torch.cat(ws)
-    return w.mean().item(), (w.std() / math.sqrt(w.numel())).item()
-
-
-def fit_energy(
-    name: str | int,
-    flow: str = "planar",
-    num_flows: int = 8,
-    steps: int = 5000,
-    lr: float = 5e-3,
-    num_particles: int = 256,
-    anneal_steps: int | None = None,
-    num_samples: int = 100_000,
-    seed: int = 0,
-    bound: float = BOUND,
-    wall: float | None = WALL,
-    hidden: tuple[int, ...] | None = None,
-    init: str = "identity",
-) -> EnergyFit:
-    r"""Fits a ``num_flows``-layer unconditional flow
-    (:class:`pyro_deepgen.guides.Flow`) to :math:`\exp(-U_W)` by reverse KL:
-    Pyro ``SVI`` with ``Trace_ELBO`` (``num_particles`` vectorized draws per
-    step, ClippedAdam) on :func:`energy_model`. The energy is annealed as in
-    the paper, :math:`\beta_t = \min(1, 0.01 + t/\text{anneal\_steps})`
-    (default ``steps // 4``; 0: no annealing).
-
-    ``init="identity"`` starts the flow at its base distribution, a standard
-    normal, whatever ``num_flows``
-    (:func:`~pyro_deepgen.guides.init_identity_`). With Pyro's random
-    initialisation (``init="pyro"``) 32 planar layers start as a near point
-    mass, and 5000 steps end 0.9-4.1 nats below :math:`\log Z` on all four
-    energies.
-
-    Runs in its own parameter-store scope (the global store is untouched) and
-    seeds Pyro's RNGs with ``seed``. Returns the ELBO at :math:`\beta = 1` from
-    ``num_samples`` fresh draws, with its standard error, and
-    :func:`log_normalizer`.
-
-    Example:
-        >>> fit = fit_energy("U1", "planar", num_flows=2, steps=20, num_samples=1000)
-        >>> fit.elbo <= fit.log_z + 4 * fit.elbo_stderr
-        True
-    """
-    from pyro_deepgen.guides.flows import Flow  # guides sit above data; only the fit needs one
-
-    key = _name(name)
-    if steps < 0 or num_particles < 1 or num_samples < 2:
-        raise ValueError(f"need steps >= 0, num_particles >= 1 and num_samples >= 2; "
-                         f"got {steps}, {num_particles}, {num_samples}")
-    if wall is None or wall <= 0:
-        raise ValueError(f"fit_energy needs a wall > 0 (a flow on the plane cannot fit a hard box); "
-                         f"got wall={wall}")
-    anneal_steps = steps // 4 if anneal_steps is None else anneal_steps
-    pyro.set_rng_seed(seed)
-    module = Flow(2, flow, num_flows, hidden=hidden, init=init, name=f"toy_{flow}")
-    elbo = pyro.infer.Trace_ELBO(num_particles=num_particles, vectorize_particles=True,
-                                 max_plate_nesting=0)
-    losses: list[float] = []
-    t0 = time.perf_counter()
-    with pyro.get_param_store().scope():
-        svi = pyro.infer.SVI(energy_model, module.guide,
-                             pyro.optim.ClippedAdam({"lr": lr, "clip_norm": 10.0}), elbo)
-        for t in range(steps):
-            beta = min(1.0, 0.01 + t / anneal_steps) if anneal_steps > 0 else 1.0
-            losses.append(svi.step(key, beta, bound, wall))
-            if not math.isfinite(losses[-1]):
-                raise FloatingPointError(f"fit_energy({key}, {flow}, K={num_flows}): "
-                                         f"non-finite loss at step {t}")
-    seconds = time.perf_counter() - t0
-    mean, stderr = _elbo(module.distribution(), key, num_samples, bound, wall)
-    return EnergyFit(key, flow, num_flows, init, steps, mean, stderr, log_normalizer(key, bound, wall),
-                     num_samples, seconds, losses, module)
-
-
 class DensityGrid(NamedTuple):
     """A density on a square grid: ``density[i, j]`` at ``(z1, z2) = (x[j], y[i])``,
     ready for ``imshow(density, origin="lower", extent=extent)``."""
@@ -283,10 +179,12 @@ def density_grid(source: str | int | Any, bound: float = BOUND, resolution: int 
     """The paper-style density picture on ``[-bound, bound]^2``.
 
     ``source`` is an energy name (the normalized target :math:`\\exp(-U_W)/Z`
-    at the cell centres), or a distribution or :class:`~pyro_deepgen.guides.Flow`
-    (a histogram of ``num_samples`` draws, normalized so that it integrates to
-    the mass inside the square; flows without an inverse cannot be evaluated
-    at arbitrary points).
+    at the cell centres), or a distribution, or anything with a
+    ``distribution()`` method, such as a :class:`~pyro_deepgen.guides.Flow` or
+    the :class:`~pyro_deepgen.guides.EnergyFit` of
+    :func:`~pyro_deepgen.guides.fit_energy` (a histogram of ``num_samples``
+    draws, normalized so that it integrates to the mass inside the square;
+    flows without an inverse cannot be evaluated at arbitrary points).
 
     Example:
         >>> g = density_grid("U1", resolution=50)

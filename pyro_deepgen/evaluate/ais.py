@@ -35,7 +35,6 @@ from typing import Callable, Sequence
 import pyro
 import torch
 from pyro import poutine
-from pyro.ops.integrator import velocity_verlet
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import biject_to
@@ -43,11 +42,11 @@ from torch.utils.data import Dataset, TensorDataset
 
 from pyro_deepgen.evaluate.batches import iterate_batches, model_args
 from pyro_deepgen.infer.weights import PARTICLE_PLATE, Layout, find_data_plate
+from pyro_deepgen.mcmc import adapt_step_size, continuous_latent_sites, hmc, hmc_transition
 
 __all__ = ["AISEstimate", "BDMCResult", "annealing_schedule", "ais_log_likelihood", "bdmc"]
 
 SCHEDULES = ("sigmoid", "linear")
-_MIN_STEP, _MAX_STEP = 1e-8, 1e3
 _ADAPT_RATE = 1.0  # log step size moves by this times (acceptance - target) per transition
 _TUNING_TRANSITIONS = 10  # at beta = 0, on draws independent of the AIS chains
 
@@ -195,15 +194,8 @@ class _Path:
                     f"{s['name']!r} is in the plates {plates} (data plate {frame.name!r} at dim "
                     f"{frame.dim}); global sites and nested plates are not supported by ais()")
         trace = prune_subsample_sites(poutine.trace(self.plate(model)).get_trace(*args))
-        latents = [s for s in trace.nodes.values()
-                   if s["type"] == "sample" and not s["is_observed"]]
-        if not latents:
-            raise ValueError("AIS needs a model with latent sample sites; this model has none")
-        for s in latents:
-            if s["fn"].support.is_discrete:
-                raise ValueError(
-                    f"AIS with HMC needs continuous latent sites; site {s['name']!r} is discrete "
-                    f"({type(s['fn']).__name__}, support {s['fn'].support})")
+        latents = continuous_latent_sites(trace, "AIS", hint="estimate log p(x) by importance "
+                                          "sampling (log_likelihood) instead")
         self.num_chains, self.batch = num_chains, frame.size
         self.reduce = Layout(num_chains, 1, frame, frame.size, 1.0, use_scale=False).site
         self.names = [s["name"] for s in latents]
@@ -273,52 +265,19 @@ class _Path:
         return (log_q + log_det).expand(shape), (log_prior + log_lik - log_q).expand(shape)
 
 
-class _Potential:
-    r"""The potential :math:`-\sum \log f_\beta(u)` for ``velocity_verlet``;
-    keeps the per-chain terms of its first and last evaluation."""
+class _Tempered:
+    r"""The log density :math:`\log f_\beta = \log\pi_0 + \beta (\log p - \log\pi_0)`
+    of the path at one temperature, per chain, for the HMC transition; keeps the
+    two terms of its latest evaluation (the proposal's, after a transition)."""
 
     def __init__(self, path: _Path, beta: float):
         self.path, self.beta = path, beta
-        self.first = self.last = None
-        self.started = self.finished = 0
+        self.terms: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def __call__(self, z: dict[str, torch.Tensor]) -> torch.Tensor:
-        self.started += 1
-        self.last = None
-        with torch.enable_grad():
-            base, ratio = self.path.log_densities(z["u"])
-            log_f = base if self.beta == 0 else base + self.beta * ratio
-        self.last = (base.detach(), ratio.detach())
-        if self.first is None:
-            self.first = self.last
-        self.finished += 1
-        return -log_f.sum()
-
-
-def _energy(terms: tuple[torch.Tensor, torch.Tensor], beta: float, p: torch.Tensor) -> torch.Tensor:
-    base, ratio = terms
-    return -(base if beta == 0 else base + beta * ratio) + 0.5 * p.pow(2).sum(-1)
-
-
-def _hmc(path: _Path, u: torch.Tensor, terms: tuple, beta: float, eps: torch.Tensor,
-         num_leapfrog: int) -> tuple[torch.Tensor, tuple, torch.Tensor, torch.Tensor]:
-    """One HMC transition that leaves :math:`f_\\beta` invariant, accepted or
-    rejected per chain; returns the new state and terms, the acceptance
-    probabilities and which proposals diverged (a non-finite energy)."""
-    potential = _Potential(path, beta)
-    p0 = torch.randn_like(u)
-    u1, p1, _, _ = velocity_verlet({"u": u}, {"u": p0}, potential, lambda r: r,
-                                   eps.unsqueeze(-1), num_leapfrog)
-    u1, p1 = u1["u"].detach(), p1["u"]
-    if potential.last is None or potential.started != potential.finished:  # Pyro caught an error
-        return u, terms, torch.zeros_like(terms[0]), torch.ones_like(terms[0], dtype=torch.bool)
-    delta = _energy(potential.first, beta, p0) - _energy(potential.last, beta, p1)
-    divergent = ~torch.isfinite(delta) & (delta != math.inf)
-    accept_prob = torch.where(torch.isnan(delta), 0.0, delta.clamp(max=0).exp())
-    accept = torch.rand_like(accept_prob) < accept_prob
-    new_u = torch.where(accept.unsqueeze(-1), u1, u)
-    new_terms = tuple(torch.where(accept, t1, t0) for t0, t1 in zip(terms, potential.last))
-    return new_u, new_terms, accept_prob, divergent
+    def __call__(self, u: torch.Tensor) -> torch.Tensor:
+        base, ratio = self.path.log_densities(u)
+        self.terms = (base.detach(), ratio.detach())
+        return base if self.beta == 0 else base + self.beta * ratio
 
 
 @dataclass
@@ -340,12 +299,6 @@ def _check_finite(terms: tuple, what: str) -> None:
             f"(datapoints {cols[:10]} of the batch); check the model and its parameters for NaN")
 
 
-def _adapt(eps: torch.Tensor, accept_prob: torch.Tensor, target_accept: float) -> torch.Tensor:
-    """The next step sizes from the acceptance probabilities ``(chains, B)`` of tuning chains."""
-    eps = eps * torch.exp(_ADAPT_RATE * (accept_prob.mean(0) - target_accept))
-    return eps.clamp(_MIN_STEP, _MAX_STEP)
-
-
 def _tune(path: _Path, eps: torch.Tensor, num_leapfrog: int, target_accept: float) -> torch.Tensor:
     """Step sizes adapted at beta = 0 on draws from the base density that are
     then discarded, so that annealing starts with a step size that suits it."""
@@ -353,10 +306,8 @@ def _tune(path: _Path, eps: torch.Tensor, num_leapfrog: int, target_accept: floa
     with torch.no_grad():
         terms = tuple(t.detach() for t in path.log_densities(u))
     _check_finite(terms, "the initial state")
-    for _ in range(_TUNING_TRANSITIONS):
-        u, terms, accept_prob, _ = _hmc(path, u, terms, 0.0, eps, num_leapfrog)
-        eps = _adapt(eps, accept_prob, target_accept)
-    return eps
+    return hmc(u, _Tempered(path, 0.0), eps, _TUNING_TRANSITIONS, num_leapfrog, target_accept,
+               _ADAPT_RATE)[1]
 
 
 def _anneal(path: _Path, u: torch.Tensor, betas: list[float],
@@ -385,12 +336,16 @@ def _anneal(path: _Path, u: torch.Tensor, betas: list[float],
             break  # no transition after the last weight update
         e = eps[t - 2] if reverse else eps if tuning else eps[t - 1]
         beta = betas[t - 1] if reverse else betas[t]
-        u, terms, accept_prob, div = _hmc(path, u, terms, beta, e, num_leapfrog)
+        target = _Tempered(path, beta)
+        step = hmc_transition(u, target, e, num_leapfrog)
+        u = step.z
+        if target.terms is not None:  # the proposal's terms, kept where it was accepted
+            terms = tuple(torch.where(step.accepted, t1, t0) for t0, t1 in zip(terms, target.terms))
         history.append(e)
-        accept = accept + accept_prob[:keep].mean(0)
-        divergences = divergences + div[:keep].sum(0)
+        accept = accept + step.accept_prob[:keep].mean(0)
+        divergences = divergences + step.diverged[:keep].sum(0)
         if tuning:  # from the tuning chains only: the AIS chains' kernels do not depend on them
-            eps = _adapt(e, accept_prob[keep:], target_accept)
+            eps = adapt_step_size(e, step.accept_prob[keep:], target_accept, _ADAPT_RATE)
     if torch.isnan(log_w).any():
         raise ValueError("AIS produced NaN log weights; check the model for NaN log densities")
     if history:
@@ -465,9 +420,9 @@ def ais_log_likelihood(
     ``guide``'s :math:`q(z|x)` when one is given) and pass through
     ``num_steps + 1`` distributions :math:`f_\beta \propto \pi_0^{1-\beta} p(x, z)^\beta`;
     between two temperatures one HMC transition of ``num_leapfrog`` leapfrog
-    steps (Pyro's ``velocity_verlet``) is accepted or rejected per chain. The
-    estimate is the log of the mean weight over chains; its expectation is a
-    lower bound on :math:`\log p(x)` (Jensen) that tightens as ``num_steps`` grows.
+    steps (:func:`pyro_deepgen.mcmc.hmc_transition`, with Pyro's ``velocity_verlet``)
+    is accepted or rejected per chain. The estimate is the log of the mean
+    weight over chains; its expectation is a lower bound on :math:`\log p(x)` (Jensen) that tightens as ``num_steps`` grows.
     ``num_steps=1`` is plain importance sampling from :math:`\pi_0`.
 
     With ``adapt_step_size``, each datapoint's step size (shared by its chains)

@@ -29,7 +29,8 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 from torch.nn.functional import softplus
 
-from pyro_deepgen.infer.leapfrog import check_counts, check_step_size, leapfrog, log_joint
+from pyro_deepgen.infer.log_joint import log_joint
+from pyro_deepgen.mcmc import check_counts, check_step_size, leapfrog
 from pyro_deepgen.nn import MLP
 
 __all__ = ["HamiltonianGuide", "REVERSE"]
@@ -193,7 +194,7 @@ class HamiltonianGuide(nn.Module):
             raise ValueError(f"the base guide's site {self.site!r} is not under a plate at dim=-1")
         frame = frames[0]
         log_q = base.log_prob(z)
-        log_p = log_joint(self.model, args, kwargs, self.site)
+        log_p = log_joint(self.model, args, kwargs, self.site, owner="HamiltonianGuide")
         differentiable = torch.is_grad_enabled()
         h = self.context(x)
         eps = self.step_size

@@ -1,14 +1,14 @@
 """Objectives (``pyro.infer.ELBO`` subclasses) and their registry."""
 
 from pyro_deepgen.infer.compiled import Compiled, NotStatic, StaticProgram, trace_static
+from pyro_deepgen.infer.enum_elbo import EnumELBO
 from pyro_deepgen.infer.iwae import IWAE
 from pyro_deepgen.infer.kl import KLSchedule, with_kl
-from pyro_deepgen.infer.leapfrog import grad_log_prob, hmc, leapfrog, log_joint
+from pyro_deepgen.infer.log_joint import log_joint
 from pyro_deepgen.infer.mcem import MCEM
-from pyro_deepgen.infer.mcmc_posterior import mcmc_posterior
 from pyro_deepgen.infer.mcmc_refined import MCMCRefinedELBO
 from pyro_deepgen.infer.nvil import NVIL
-from pyro_deepgen.infer.objective import Objective, Terms
+from pyro_deepgen.infer.objective import Objective, Stateful, Terms
 from pyro_deepgen.infer.registry import (
     OBJECTIVES,
     make_objective,
@@ -24,6 +24,7 @@ from pyro_deepgen.infer.weights import DetachSamples, LogWeights, log_weights
 __all__ = [
     "Compiled",
     "DetachSamples",
+    "EnumELBO",
     "IWAE",
     "KLSchedule",
     "LogWeights",
@@ -36,16 +37,13 @@ __all__ = [
     "RWS",
     "Reinforce",
     "STL",
+    "Stateful",
     "StaticProgram",
     "Terms",
     "VIMCO",
     "WakeSleep",
-    "grad_log_prob",
-    "hmc",
-    "leapfrog",
     "log_joint",
     "log_weights",
-    "mcmc_posterior",
     "make_objective",
     "objective_names",
     "register_objective",

@@ -76,7 +76,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from pyro_deepgen.infer.mcem import MCEM
 from pyro_deepgen.infer.mcmc_refined import MCMCRefinedELBO
-from pyro_deepgen.infer.objective import Objective
+from pyro_deepgen.infer.objective import Exchange, Objective, Stateful
 from pyro_deepgen.infer.reinforce import Reinforce
 
 __all__ = ["BACKENDS", "Compiled", "NotStatic", "StaticProgram", "trace_static"]
@@ -444,16 +444,28 @@ class Compiled(ELBO):
     def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict):
         return self.objective._get_trace(model, guide, args, kwargs)
 
-    # Objective's checkpoint hooks, passed through
+    # the wrapped objective's running state (the Stateful protocol) and step, passed through
     def get_state(self) -> dict[str, Any]:
-        return self.objective.get_state() if hasattr(self.objective, "get_state") else {}
+        return self.objective.get_state() if isinstance(self.objective, Stateful) else {}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        if hasattr(self.objective, "set_state"):
+        if isinstance(self.objective, Stateful):
             self.objective.set_state(state)
 
+    def sync_state(self, reduce_sum: Callable[[list[float]], list[float]]) -> None:
+        if isinstance(self.objective, Stateful):
+            self.objective.sync_state(reduce_sum)
+
+    def merge_rows(self, exchange: Exchange) -> None:
+        if isinstance(self.objective, Stateful):
+            self.objective.merge_rows(exchange)
+
+    def set_step(self, step: int) -> None:
+        if isinstance(self.objective, Objective):
+            self.objective.set_step(step)
+
     def init_params(self, model: Callable, guide: Callable, *args, **kwargs) -> None:
-        if hasattr(self.objective, "init_params"):
+        if isinstance(self.objective, Objective):
             self.objective.init_params(model, guide, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:

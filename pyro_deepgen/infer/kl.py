@@ -18,6 +18,7 @@ modified objective's gradient.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -170,7 +171,8 @@ def unit_kl(q, p) -> torch.Tensor | None:
 
 
 def with_kl(objective: ELBO, schedule: KLSchedule | None) -> ELBO:
-    """``objective`` with ``schedule`` applied to its latent sites' KL terms.
+    """A copy of ``objective`` with ``schedule`` applied to its latent sites' KL
+    terms (``objective`` itself is left as it was).
 
     Pyro's ``Trace_ELBO`` becomes the equivalent ``IWAE(num_particles=1)``
     and ``TraceMeanField_ELBO`` the same with closed-form KL terms, since a
@@ -195,6 +197,8 @@ def with_kl(objective: ELBO, schedule: KLSchedule | None) -> ELBO:
     if schedule.free_bits > 0 and getattr(objective, "gradient", None) == "dreg":
         raise ValueError("free bits with DReG gradients is not supported: DReG's weights need one KL "
                          "factor for all units; use iwae-K or a warm-up/beta schedule")
+    objective = copy.copy(objective)
+    objective._nesting, objective._sequential = {}, {}
     objective.kl = schedule
     objective.kl_analytic = analytic
     return objective

@@ -10,9 +10,10 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
-from pyro_deepgen.infer.leapfrog import check_hmc_options, check_vector_site, hmc, log_joint
-from pyro_deepgen.infer.objective import Objective, Terms
+from pyro_deepgen.infer.log_joint import check_vector_site, log_joint
+from pyro_deepgen.infer.objective import Exchange, Objective, Terms
 from pyro_deepgen.infer.weights import find_data_plate, unit_inputs
+from pyro_deepgen.mcmc import check_hmc_options, hmc
 
 __all__ = ["MCEM"]
 
@@ -32,8 +33,8 @@ class MCEM(Objective):
 
     Each datapoint keeps a persistent chain, keyed by its content (its values of
     the model's observed sites in the data plate), that starts from
-    the prior and makes ``num_steps`` HMC transitions (Pyro's
-    :func:`~pyro.ops.integrator.velocity_verlet`, one accept/reject per datapoint)
+    the prior and makes ``num_steps`` HMC transitions (:func:`pyro_deepgen.mcmc.hmc`,
+    with Pyro's ``velocity_verlet``, one accept/reject per datapoint)
     each time the datapoint is in a batch. The step size adapts toward
     ``target_accept``; chains and step size are kept in :meth:`get_state`.
 
@@ -93,6 +94,16 @@ class MCEM(Objective):
         total, count = reduce_sum([self.step_size, 1.0])  # the chains merge at epoch ends, by row
         self.step_size = total / count
 
+    def merge_rows(self, exchange: Exchange) -> None:
+        """Every process's chains, by datapoint key, so that a row finds its chain
+        whichever process reads it next (data-parallel training)."""
+        keys = torch.tensor(list(self.chains), dtype=torch.int64)
+        values = (torch.stack([v.reshape(-1).float() for v in self.chains.values()]) if self.chains
+                  else torch.zeros(0, 0))
+        all_keys, all_values = exchange(keys, values)
+        for key, value in zip(all_keys.tolist(), all_values):
+            self.chains[key] = value.clone()
+
     def _start(self, model: Callable, args: tuple, kwargs: dict) -> tuple[torch.Tensor, list[int]]:
         """The chains' states for this batch (stored ones, prior draws for new
         datapoints) and the datapoints' keys."""
@@ -124,7 +135,7 @@ class MCEM(Objective):
             elbo = w.log_w.mean(0).sum() * w.scale
         else:
             w = None
-        log_p = log_joint(model, args, kwargs, self.site)
+        log_p = log_joint(model, args, kwargs, self.site, owner="MCEM")
         if not torch.is_grad_enabled():
             if w is not None:
                 return Terms(bound=elbo, surrogate=elbo, weights=w)

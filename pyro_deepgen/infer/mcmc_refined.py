@@ -7,8 +7,9 @@ from typing import Any, Callable
 
 import torch
 
-from pyro_deepgen.infer.leapfrog import check_hmc_options, check_vector_site, hmc, log_joint
+from pyro_deepgen.infer.log_joint import check_vector_site, log_joint
 from pyro_deepgen.infer.objective import Objective, Terms
+from pyro_deepgen.mcmc import check_hmc_options, hmc
 
 __all__ = ["MCMCRefinedELBO"]
 
@@ -22,8 +23,8 @@ class MCMCRefinedELBO(Objective):
     Hoffman, "Learning Deep Latent Gaussian Models with Markov Chain Monte Carlo",
     ICML 2017 (proceedings.mlr.press/v70/hoffman17a).
 
-    The chains use Pyro's :func:`~pyro.ops.integrator.velocity_verlet` (no gradient
-    flows through them); the step size adapts toward ``target_accept`` across
+    The chains are :func:`pyro_deepgen.mcmc.hmc`'s, with Pyro's ``velocity_verlet`` (no
+    gradient flows through them); the step size adapts toward ``target_accept`` across
     steps and is kept in :meth:`get_state`. The reported loss is the negative ELBO.
     The latent site must be reparameterized, continuous, unconstrained and the
     model's only latent; other models get an error that names the site.
@@ -79,7 +80,7 @@ class MCMCRefinedELBO(Objective):
         bound = elbo.sum() * w.scale
         if not torch.is_grad_enabled():
             return Terms(bound=bound, surrogate=bound, weights=w)
-        log_p = log_joint(model, args, kwargs, self.site)
+        log_p = log_joint(model, args, kwargs, self.site, owner=type(self).__name__)
         z0 = w.guide_trace.nodes[self.site]["value"].detach()
         z, eps, accept = hmc(z0, log_p, self.step_size, self.num_steps, self.num_leapfrog,
                              self.target_accept)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import pyro
 import torch
@@ -25,7 +25,7 @@ from pyro.infer import ELBO
 
 from pyro_deepgen.infer.weights import LogWeights, guess_max_plate_nesting, log_weights
 
-__all__ = ["Objective", "Terms", "backward_split", "param_names"]
+__all__ = ["Exchange", "Objective", "Stateful", "Terms", "backward_split", "param_names"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,35 @@ def _key(model: Callable, guide: Callable) -> Any:
         return (model, guide)
     except TypeError:
         return (id(model), id(guide))
+
+
+#: ``exchange(keys, values)``: every process's ``(keys (n,), values (n, w))`` rows,
+#: concatenated over processes (data-parallel training; the identity in one process)
+Exchange = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    """An objective (or a training step) with running state that training must keep:
+    saved in checkpoints, and made the same on every process of data-parallel training.
+
+    * ``get_state()``/``set_state(state)``: the state, as tensors, numbers and lists;
+    * ``sync_state(reduce_sum)``: after each step, make running state (baselines, step
+      sizes) what one process would hold after the whole batch; ``reduce_sum`` sums a
+      list of numbers over the processes;
+    * ``merge_rows(exchange)``: per-datapoint state (e.g. MCEM's chains, keyed by
+      row), exchanged so that every process holds every row's (see :data:`Exchange`).
+
+    :class:`Objective` implements all four (doing nothing where there is no state).
+    """
+
+    def get_state(self) -> dict[str, Any]: ...
+
+    def set_state(self, state: dict[str, Any]) -> None: ...
+
+    def sync_state(self, reduce_sum: Callable[[list[float]], list[float]]) -> None: ...
+
+    def merge_rows(self, exchange: Exchange) -> None: ...
 
 
 @dataclass
@@ -213,6 +242,17 @@ class Objective(ELBO):
         every process after each step, so that running state (baselines, step
         sizes) becomes what one process would hold after the whole batch.
         ``reduce_sum`` sums a list of numbers over the processes."""
+
+    def merge_rows(self, exchange: Exchange) -> None:
+        """Per-datapoint state, exchanged between processes (see :class:`Stateful`);
+        none here."""
+
+    def set_step(self, step: int) -> None:
+        """Holds the KL schedule at training step ``step`` (from 0): ``fit`` passes its
+        own step count before each step. Used standalone (``SVI``), an objective counts
+        its training calls instead: ``loss_and_grads``, and ``differentiable_loss``
+        under gradient mode."""
+        self.kl_step = step
 
     def _count_step(self) -> None:
         if torch.is_grad_enabled():

@@ -1,6 +1,10 @@
 """Model/guide pairs."""
 
+# EnumELBO is an objective (pyro_deepgen.infer); re-exported here, where the semi-supervised
+# models and the code that trains them have always found it.
+from pyro_deepgen.infer.enum_elbo import EnumELBO
 from pyro_deepgen.models.categorical_vae import CategoricalVAE
+from pyro_deepgen.models.classifiers import SupervisedClassifier, classification_error
 from pyro_deepgen.models.cvae import (
     CVAE,
     NNRegressor,
@@ -11,6 +15,8 @@ from pyro_deepgen.models.cvae import (
     split_quadrants,
 )
 from pyro_deepgen.models.dlgm import DLGM, LayerActiveUnits
+from pyro_deepgen.models.m1 import M1
+from pyro_deepgen.models.m2 import M1M2, M2
 from pyro_deepgen.models.nice import (
     NICE,
     DequantizedDataset,
@@ -21,29 +27,26 @@ from pyro_deepgen.models.nice import (
     inpaint,
 )
 from pyro_deepgen.models.registry import (
+    DEFAULT_MODEL,
     MODELS,
+    RUN_OPTIONS,
     ModelSpec,
+    RunOption,
     build_model,
     load_model,
     model_options,
     model_spec,
     register_model,
+    resolve_model,
     save_model,
 )
 from pyro_deepgen.models.sbn import SigmoidBeliefNet
-from pyro_deepgen.models.semi_supervised import (
-    M1,
-    M1M2,
-    M2,
-    EnumELBO,
-    SupervisedClassifier,
-    classification_error,
-)
 from pyro_deepgen.models.vae import VAE
 
 __all__ = [
     "CVAE",
     "CategoricalVAE",
+    "DEFAULT_MODEL",
     "DLGM",
     "DequantizedDataset",
     "EnumELBO",
@@ -55,6 +58,8 @@ __all__ = [
     "MODELS",
     "ModelSpec",
     "NICE",
+    "RUN_OPTIONS",
+    "RunOption",
     "NNRegressor",
     "RealNVP",
     "SigmoidBeliefNet",
@@ -73,6 +78,7 @@ __all__ = [
     "quadrant_dataset",
     "quadrant_mask",
     "register_model",
+    "resolve_model",
     "save_model",
     "split_quadrants",
 ]

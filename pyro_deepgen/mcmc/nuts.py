@@ -18,8 +18,9 @@ import torch
 from pyro import poutine
 from pyro.infer.autoguide.initialization import init_to_sample
 from pyro.infer.mcmc import MCMC, NUTS
-from pyro.poutine.util import prune_subsample_sites
 from pyro.util import get_rng_state, set_rng_state
+
+from pyro_deepgen.mcmc.checks import continuous_latent_sites
 
 if TYPE_CHECKING:  # arviz is imported when needed: importing it is slow and noisy
     import arviz
@@ -40,16 +41,8 @@ def _one_datapoint(x: torch.Tensor) -> torch.Tensor:
 
 def _latent_sites(model: Callable, args: tuple) -> list[str]:
     with torch.no_grad():
-        trace = prune_subsample_sites(poutine.trace(model).get_trace(*args))
-    latents = [s for s in trace.nodes.values() if s["type"] == "sample" and not s["is_observed"]]
-    if not latents:
-        raise ValueError("mcmc_posterior needs a model with latent sample sites; this model has "
-                         "none")
-    for s in latents:
-        if s["fn"].support.is_discrete:
-            raise ValueError(f"NUTS needs continuous latent sites; site {s['name']!r} is discrete "
-                             f"({type(s['fn']).__name__}, support {s['fn'].support})")
-    return [s["name"] for s in latents]
+        trace = poutine.trace(model).get_trace(*args)
+    return [s["name"] for s in continuous_latent_sites(trace, "mcmc_posterior")]
 
 
 def mcmc_posterior(
