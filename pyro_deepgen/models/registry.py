@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from pyro_deepgen.guides import FLOWS
 from pyro_deepgen.models.categorical_vae import CategoricalVAE
 from pyro_deepgen.models.dlgm import DLGM
 from pyro_deepgen.models.m1 import M1
@@ -82,8 +83,6 @@ def ints(text: str) -> tuple[int, ...]:
 
 
 def _check_flow(flow: str | None) -> None:
-    from pyro_deepgen.guides import FLOWS
-
     if flow is not None and flow not in FLOWS:
         raise ValueError(f"unknown flow {flow!r}; valid: none, {', '.join(FLOWS)}")
 
@@ -278,8 +277,7 @@ def _hvi_tag(o: Mapping[str, Any]) -> str | None:
 
 
 _GUIDES = (
-    RunOption("flow", None, "flow guide: planar | radial | sylvester | iaf | coupling | householder "
-              "(default: the diagonal Gaussian guide)", noun="flow guide", kind="flows",
+    RunOption("flow", None, f"flow guide: {' | '.join(FLOWS)} (default: the diagonal Gaussian guide)", noun="flow guide", kind="flows",
               absent=None, check=_check_flow, tag=_flow_tag, none_values=("none", "")),
     RunOption("num_flows", 4, "transforms in the flow guide", int, strict=False, requires="flow"),
     RunOption("hvi", 0, "Hamiltonian transitions refining the guide (Salimans et al. 2015)", int,
